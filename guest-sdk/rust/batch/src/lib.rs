@@ -1,0 +1,560 @@
+//! Weir's data-plane wire format: a batch of events in one flat byte buffer.
+//!
+//! Events cross the host/guest boundary as one `list<u8>` per batch (see
+//! `wit/operator.wit` and `ARCHITECTURE.md` for the measurement that chose
+//! this). The format is deliberately small so that Rust, Python and
+//! JavaScript guests can all read it in place with nothing but
+//! little-endian integer reads and slicing:
+//!
+//! ```text
+//! batch  := count:u32 event{count}
+//! event  := timestamp:i64 key_len:u32 value_len:u32 header_count:u32
+//!           key:[u8; key_len]        (absent when key_len == 0xFFFF_FFFF)
+//!           value:[u8; value_len]
+//!           header{header_count}
+//! header := name_len:u32 value_len:u32 name:[u8; name_len] value:[u8; value_len]
+//! ```
+//!
+//! All integers are little-endian; there is no padding and no alignment.
+//! This crate has no dependencies: the host and the Rust guest SDK both use
+//! it, so the two sides cannot drift apart.
+//!
+//! ```
+//! use weir_batch::{Batch, BatchWriter};
+//!
+//! let mut writer = BatchWriter::new();
+//! writer.push(1_000, Some(b"user-1"), br#"{"page":"/"}"#, &[(b"source", b"web")]);
+//! writer.push(1_001, None, b"{}", &[]);
+//! let bytes = writer.finish();
+//!
+//! let batch = Batch::new(&bytes)?;
+//! assert_eq!(batch.len(), 2);
+//! let first = batch.iter().next().unwrap();
+//! assert_eq!(first.key, Some(&b"user-1"[..]));
+//! assert_eq!(first.header(b"source"), Some(&b"web"[..]));
+//! # Ok::<(), weir_batch::FormatError>(())
+//! ```
+
+use std::fmt;
+
+/// Marks an event without a key in the `key_len` field.
+pub const NO_KEY: u32 = u32::MAX;
+
+/// Size of the fixed part of an event: timestamp, key length, value length,
+/// header count.
+pub const EVENT_HEADER_LEN: usize = 8 + 4 + 4 + 4;
+
+/// A batch buffer that does not follow the format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FormatError {
+    /// Index of the event being read when the problem was found.
+    pub event: u32,
+    /// Byte offset in the buffer where the problem was found.
+    pub offset: usize,
+    /// What is wrong.
+    pub reason: &'static str,
+}
+
+impl fmt::Display for FormatError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "malformed event batch: {} (event #{}, byte {})",
+            self.reason, self.event, self.offset
+        )
+    }
+}
+
+impl std::error::Error for FormatError {}
+
+/// A validated batch, borrowed from its buffer. Iterating it never fails.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch<'a> {
+    bytes: &'a [u8],
+    count: u32,
+}
+
+impl<'a> Batch<'a> {
+    /// Checks every length in `bytes` once; afterwards reads are infallible.
+    ///
+    /// # Errors
+    /// A [`FormatError`] naming the event and byte offset where the buffer
+    /// stops following the format (truncated, lengths past the end, or
+    /// trailing bytes after the last event).
+    pub fn new(bytes: &'a [u8]) -> Result<Self, FormatError> {
+        let count = read_u32(bytes, 0).ok_or(FormatError {
+            event: 0,
+            offset: 0,
+            reason: "buffer shorter than the 4-byte event count",
+        })?;
+        let mut cursor = Cursor { bytes, pos: 4 };
+        for event in 0..count {
+            cursor.skip_event().map_err(|(offset, reason)| FormatError {
+                event,
+                offset,
+                reason,
+            })?;
+        }
+        if cursor.pos != bytes.len() {
+            return Err(FormatError {
+                event: count,
+                offset: cursor.pos,
+                reason: "trailing bytes after the last event",
+            });
+        }
+        Ok(Batch { bytes, count })
+    }
+
+    /// Number of events in the batch.
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    /// True when the batch holds no event.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The whole encoded buffer.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// The events, in order, as zero-copy views.
+    pub fn iter(&self) -> Events<'a> {
+        Events {
+            cursor: Cursor {
+                bytes: self.bytes,
+                pos: 4,
+            },
+            remaining: self.count,
+        }
+    }
+}
+
+impl<'a> IntoIterator for &Batch<'a> {
+    type Item = EventRef<'a>;
+    type IntoIter = Events<'a>;
+    fn into_iter(self) -> Events<'a> {
+        self.iter()
+    }
+}
+
+/// Iterator over the events of a validated [`Batch`].
+#[derive(Debug, Clone)]
+pub struct Events<'a> {
+    cursor: Cursor<'a>,
+    remaining: u32,
+}
+
+impl<'a> Iterator for Events<'a> {
+    type Item = EventRef<'a>;
+
+    fn next(&mut self) -> Option<EventRef<'a>> {
+        if self.remaining == 0 {
+            return None;
+        }
+        self.remaining -= 1;
+        // The batch was validated in `Batch::new`, so this cannot fail.
+        self.cursor.read_event().ok()
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.remaining as usize, Some(self.remaining as usize))
+    }
+}
+
+impl ExactSizeIterator for Events<'_> {}
+
+/// One event, borrowed from a batch buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventRef<'a> {
+    /// Event time in milliseconds since the Unix epoch.
+    pub timestamp: i64,
+    /// The key, if the event has one.
+    pub key: Option<&'a [u8]>,
+    /// The payload.
+    pub value: &'a [u8],
+    /// Encoded headers; iterate with [`EventRef::headers`].
+    headers: &'a [u8],
+    header_count: u32,
+}
+
+impl<'a> EventRef<'a> {
+    /// The headers as `(name, value)` pairs, in order.
+    pub fn headers(&self) -> Headers<'a> {
+        Headers {
+            cursor: Cursor {
+                bytes: self.headers,
+                pos: 0,
+            },
+            remaining: self.header_count,
+        }
+    }
+
+    /// The value of the first header called `name`.
+    pub fn header(&self, name: &[u8]) -> Option<&'a [u8]> {
+        self.headers().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+
+    /// Number of headers.
+    pub fn header_count(&self) -> usize {
+        self.header_count as usize
+    }
+
+    /// The encoded header block, exactly as it sits in the buffer.
+    pub fn raw_headers(&self) -> &'a [u8] {
+        self.headers
+    }
+}
+
+/// Iterator over an event's headers.
+#[derive(Debug, Clone)]
+pub struct Headers<'a> {
+    cursor: Cursor<'a>,
+    remaining: u32,
+}
+
+impl<'a> Iterator for Headers<'a> {
+    type Item = (&'a [u8], &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.remaining == 0 {
+            return None;
+        }
+        self.remaining -= 1;
+        self.cursor.read_header().ok()
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+type CursorError = (usize, &'static str);
+
+impl<'a> Cursor<'a> {
+    fn u32(&mut self, what: &'static str) -> Result<u32, CursorError> {
+        let v = read_u32(self.bytes, self.pos).ok_or((self.pos, what))?;
+        self.pos += 4;
+        Ok(v)
+    }
+
+    fn take(&mut self, len: u32, what: &'static str) -> Result<&'a [u8], CursorError> {
+        let end = self
+            .pos
+            .checked_add(len as usize)
+            .filter(|end| *end <= self.bytes.len())
+            .ok_or((self.pos, what))?;
+        let slice = &self.bytes[self.pos..end];
+        self.pos = end;
+        Ok(slice)
+    }
+
+    fn read_event(&mut self) -> Result<EventRef<'a>, CursorError> {
+        let ts = self.take(8, "truncated event header")?;
+        let mut ts_bytes = [0u8; 8];
+        ts_bytes.copy_from_slice(ts);
+        let timestamp = i64::from_le_bytes(ts_bytes);
+        let key_len = self.u32("truncated event header")?;
+        let value_len = self.u32("truncated event header")?;
+        let header_count = self.u32("truncated event header")?;
+        let key = if key_len == NO_KEY {
+            None
+        } else {
+            Some(self.take(key_len, "key runs past the end of the buffer")?)
+        };
+        let value = self.take(value_len, "value runs past the end of the buffer")?;
+        let headers_start = self.pos;
+        for _ in 0..header_count {
+            self.read_header()?;
+        }
+        Ok(EventRef {
+            timestamp,
+            key,
+            value,
+            headers: &self.bytes[headers_start..self.pos],
+            header_count,
+        })
+    }
+
+    fn skip_event(&mut self) -> Result<(), CursorError> {
+        self.read_event().map(|_| ())
+    }
+
+    fn read_header(&mut self) -> Result<(&'a [u8], &'a [u8]), CursorError> {
+        let name_len = self.u32("truncated header")?;
+        let value_len = self.u32("truncated header")?;
+        let name = self.take(name_len, "header name runs past the end of the buffer")?;
+        let value = self.take(value_len, "header value runs past the end of the buffer")?;
+        Ok((name, value))
+    }
+}
+
+fn read_u32(bytes: &[u8], pos: usize) -> Option<u32> {
+    let b = bytes.get(pos..pos.checked_add(4)?)?;
+    Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// Builds a batch buffer event by event.
+///
+/// The buffer can be reused: [`BatchWriter::finish_into`] hands the bytes out
+/// and leaves the writer empty with its allocation kept.
+#[derive(Debug, Clone)]
+pub struct BatchWriter {
+    buf: Vec<u8>,
+    count: u32,
+}
+
+impl Default for BatchWriter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl BatchWriter {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::with_capacity(256)
+    }
+
+    /// An empty batch whose buffer can hold `bytes` without reallocating.
+    pub fn with_capacity(bytes: usize) -> Self {
+        let mut buf = Vec::with_capacity(bytes.max(4));
+        buf.extend_from_slice(&0u32.to_le_bytes());
+        BatchWriter { buf, count: 0 }
+    }
+
+    /// Number of events written so far.
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    /// True when no event has been written.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Bytes written so far, including the count.
+    pub fn byte_len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Appends one event.
+    pub fn push(
+        &mut self,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: &[u8],
+        headers: &[(&[u8], &[u8])],
+    ) {
+        self.push_with(timestamp, key, headers, |buf| buf.extend_from_slice(value));
+    }
+
+    /// Appends a copy of an event read from another batch.
+    pub fn push_event(&mut self, event: &EventRef<'_>) {
+        self.push_raw_headers(
+            event.timestamp,
+            event.key,
+            event.value,
+            event.header_count,
+            event.headers,
+        );
+    }
+
+    /// Appends an event whose headers are already encoded (as returned by
+    /// [`EventRef::raw_headers`]).
+    pub fn push_raw_headers(
+        &mut self,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: &[u8],
+        header_count: u32,
+        raw_headers: &[u8],
+    ) {
+        self.write_fixed(timestamp, key, value.len(), header_count);
+        self.buf.extend_from_slice(value);
+        self.buf.extend_from_slice(raw_headers);
+        self.count += 1;
+    }
+
+    /// Appends an event whose value is written in place by `write_value`,
+    /// so a serializer can write straight into the batch buffer.
+    pub fn push_with(
+        &mut self,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        headers: &[(&[u8], &[u8])],
+        write_value: impl FnOnce(&mut Vec<u8>),
+    ) {
+        self.push_value_with(timestamp, key, len_u32(headers.len()), write_value);
+        for (name, value) in headers {
+            self.buf.extend_from_slice(&len_u32(name.len()).to_le_bytes());
+            self.buf.extend_from_slice(&len_u32(value.len()).to_le_bytes());
+            self.buf.extend_from_slice(name);
+            self.buf.extend_from_slice(value);
+        }
+    }
+
+    /// Like [`BatchWriter::push_with`], with headers already encoded (as
+    /// returned by [`EventRef::raw_headers`]).
+    pub fn push_with_raw_headers(
+        &mut self,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        header_count: u32,
+        raw_headers: &[u8],
+        write_value: impl FnOnce(&mut Vec<u8>),
+    ) {
+        self.push_value_with(timestamp, key, header_count, write_value);
+        self.buf.extend_from_slice(raw_headers);
+    }
+
+    /// Writes the fixed part, the key and the value; the caller writes
+    /// `header_count` headers right after.
+    fn push_value_with(
+        &mut self,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        header_count: u32,
+        write_value: impl FnOnce(&mut Vec<u8>),
+    ) {
+        let start = self.buf.len();
+        self.write_fixed(timestamp, key, 0, header_count);
+        let value_start = self.buf.len();
+        write_value(&mut self.buf);
+        let value_len = len_u32(self.buf.len() - value_start);
+        self.buf[start + 12..start + 16].copy_from_slice(&value_len.to_le_bytes());
+        self.count += 1;
+    }
+
+    fn write_fixed(&mut self, timestamp: i64, key: Option<&[u8]>, value_len: usize, headers: u32) {
+        self.buf.extend_from_slice(&timestamp.to_le_bytes());
+        let key_len = key.map_or(NO_KEY, |k| len_u32(k.len()));
+        self.buf.extend_from_slice(&key_len.to_le_bytes());
+        self.buf.extend_from_slice(&len_u32(value_len).to_le_bytes());
+        self.buf.extend_from_slice(&headers.to_le_bytes());
+        if let Some(key) = key {
+            self.buf.extend_from_slice(key);
+        }
+    }
+
+    /// Writes the count and returns the encoded batch.
+    pub fn finish(mut self) -> Vec<u8> {
+        self.seal();
+        self.buf
+    }
+
+    /// Writes the count, hands the encoded batch out and leaves this writer
+    /// empty, keeping an allocation of the same capacity for the next batch.
+    pub fn finish_into(&mut self) -> Vec<u8> {
+        self.seal();
+        let capacity = self.buf.capacity();
+        let out = std::mem::replace(&mut self.buf, Vec::with_capacity(capacity));
+        self.buf.extend_from_slice(&0u32.to_le_bytes());
+        self.count = 0;
+        out
+    }
+
+    /// Forgets every event written so far.
+    pub fn clear(&mut self) {
+        self.buf.truncate(4);
+        self.count = 0;
+    }
+
+    fn seal(&mut self) {
+        self.buf[0..4].copy_from_slice(&self.count.to_le_bytes());
+    }
+}
+
+/// Lengths in the format are u32; a single key, value or header over 4 GiB
+/// cannot be encoded. Guest memory is capped far below that, and the host
+/// rejects such an event before it gets here.
+fn len_u32(len: usize) -> u32 {
+    u32::try_from(len).unwrap_or(u32::MAX - 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Vec<u8> {
+        let mut w = BatchWriter::new();
+        w.push(-5, Some(b""), b"a", &[]);
+        w.push(7, None, b"", &[(b"h1", b"v1"), (b"h2", b"")]);
+        w.push_with(9, Some(b"k"), &[(b"x", b"y")], |buf| {
+            buf.extend_from_slice(b"written in place")
+        });
+        w.finish()
+    }
+
+    #[test]
+    fn round_trips_keys_values_headers_and_timestamps() {
+        let bytes = sample();
+        let batch = Batch::new(&bytes).unwrap();
+        let events: Vec<_> = batch.iter().collect();
+        assert_eq!(events.len(), 3);
+        assert_eq!(events[0].timestamp, -5);
+        assert_eq!(events[0].key, Some(&b""[..]), "empty key is not no key");
+        assert_eq!(events[1].key, None);
+        assert_eq!(
+            events[1].headers().collect::<Vec<_>>(),
+            vec![(&b"h1"[..], &b"v1"[..]), (&b"h2"[..], &b""[..])]
+        );
+        assert_eq!(events[2].value, b"written in place");
+        assert_eq!(events[2].header(b"x"), Some(&b"y"[..]));
+        assert_eq!(events[2].header(b"missing"), None);
+    }
+
+    #[test]
+    fn copying_events_reproduces_the_buffer() {
+        let bytes = sample();
+        let batch = Batch::new(&bytes).unwrap();
+        let mut w = BatchWriter::new();
+        for e in &batch {
+            w.push_event(&e);
+        }
+        assert_eq!(w.finish(), bytes);
+    }
+
+    #[test]
+    fn finish_into_reuses_the_writer() {
+        let mut w = BatchWriter::new();
+        w.push(1, None, b"x", &[]);
+        let first = w.finish_into();
+        assert!(w.is_empty());
+        w.push(2, None, b"y", &[]);
+        let second = w.finish_into();
+        assert_eq!(Batch::new(&first).unwrap().iter().next().unwrap().value, b"x");
+        assert_eq!(Batch::new(&second).unwrap().iter().next().unwrap().value, b"y");
+    }
+
+    #[test]
+    fn every_truncation_is_rejected_with_a_position() {
+        let bytes = sample();
+        for cut in 0..bytes.len() {
+            let err = Batch::new(&bytes[..cut]).unwrap_err();
+            assert!(err.offset <= cut, "{err} at cut {cut}");
+        }
+        let mut extra = bytes.clone();
+        extra.push(0);
+        assert_eq!(
+            Batch::new(&extra).unwrap_err().reason,
+            "trailing bytes after the last event"
+        );
+    }
+
+    #[test]
+    fn a_huge_length_is_an_error_not_a_panic() {
+        let mut bytes = 1u32.to_le_bytes().to_vec();
+        bytes.extend_from_slice(&0i64.to_le_bytes());
+        bytes.extend_from_slice(&(u32::MAX - 1).to_le_bytes()); // key length
+        bytes.extend_from_slice(&0u32.to_le_bytes());
+        bytes.extend_from_slice(&0u32.to_le_bytes());
+        let err = Batch::new(&bytes).unwrap_err();
+        assert_eq!(err.event, 0);
+        assert_eq!(err.reason, "key runs past the end of the buffer");
+    }
+}
