@@ -1,1 +1,29 @@
-//! placeholder
+//! Weir's runtime logic, free of wasmtime, RocksDB and Kafka: the pipeline
+//! file, sources, sinks, batching and the threads that join them.
+//!
+//! Operators are anything implementing [`operator::Operator`] (batch in,
+//! batch out); `weir-wasm` provides the WebAssembly one. Events travel in
+//! the wire format of [`weir_batch`].
+//!
+//! ```
+//! use std::sync::Arc;
+//! use weir_core::{pipeline::PipelineSettings, runtime::Pipeline, sink::Blackhole, source::BidGenerator};
+//!
+//! let pipeline = Pipeline {
+//!     settings: PipelineSettings::default(),
+//!     sources: vec![Box::new(BidGenerator::new(1, Some(10_000)))],
+//!     operators: vec![],
+//!     sinks: vec![Box::new(Blackhole::default())],
+//!     dead_letters: None,
+//! };
+//! let summary = pipeline.run(&Arc::default())?;
+//! assert_eq!(summary.sinks[0].events, 10_000);
+//! # Ok::<(), weir_core::runtime::RunError>(())
+//! ```
+
+pub mod dead_letter;
+pub mod operator;
+pub mod pipeline;
+pub mod runtime;
+pub mod sink;
+pub mod source;

@@ -1,0 +1,259 @@
+//! Sinks: where results go.
+
+use std::io::Write;
+use std::path::Path;
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+use weir_batch::{Batch, EventRef};
+
+use crate::pipeline::{LineFormat, SinkSpec};
+
+/// A sink that cannot go on.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// Writing failed.
+    #[error("sink {sink}: {source}")]
+    Io {
+        /// The sink.
+        sink: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// An event cannot be written in the sink's format.
+    #[error("sink {sink}: output event #{event}: {reason}")]
+    Unwritable {
+        /// The sink.
+        sink: String,
+        /// Index of the event among all the sink has received.
+        event: u64,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What a sink did, reported when it finishes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SinkSummary {
+    /// Events written (or counted).
+    pub events: u64,
+    /// Value bytes written (or counted).
+    pub bytes: u64,
+}
+
+/// Something that takes results.
+pub trait Sink: Send {
+    /// Writes one batch. Each line is written whole or not at all.
+    ///
+    /// # Errors
+    /// See [`SinkError`].
+    fn write(&mut self, batch: &Batch<'_>) -> Result<(), SinkError>;
+
+    /// Flushes everything written.
+    ///
+    /// # Errors
+    /// The final flush failed.
+    fn finish(&mut self) -> Result<SinkSummary, SinkError>;
+}
+
+/// Opens the sink `spec` describes; relative paths are resolved against
+/// `base`.
+///
+/// # Errors
+/// A file that cannot be created, named with its path.
+pub fn open(spec: &SinkSpec, base: &Path) -> Result<Box<dyn Sink>, SinkError> {
+    Ok(match spec {
+        SinkSpec::Jsonl { path, format } => {
+            let path = base.join(path);
+            let name = path.display().to_string();
+            let file = std::fs::File::create(&path).map_err(|source| SinkError::Io {
+                sink: name.clone(),
+                source,
+            })?;
+            Box::new(JsonLinesSink::new(name, file, *format))
+        }
+        SinkSpec::Stdout { format } => Box::new(JsonLinesSink::new(
+            "stdout".to_string(),
+            std::io::stdout(),
+            *format,
+        )),
+        SinkSpec::Blackhole => Box::new(Blackhole::default()),
+    })
+}
+
+/// Writes one JSON line per event.
+pub struct JsonLinesSink<W: Write> {
+    name: String,
+    out: std::io::BufWriter<W>,
+    format: LineFormat,
+    summary: SinkSummary,
+    line: Vec<u8>,
+}
+
+impl<W: Write + Send> JsonLinesSink<W> {
+    /// A sink named `name` (used in errors) writing to `out`.
+    pub fn new(name: String, out: W, format: LineFormat) -> Self {
+        JsonLinesSink {
+            name,
+            out: std::io::BufWriter::with_capacity(1 << 16, out),
+            format,
+            summary: SinkSummary::default(),
+            line: Vec::with_capacity(1024),
+        }
+    }
+
+    fn encode(&mut self, event: &EventRef<'_>) -> Result<(), String> {
+        self.line.clear();
+        match self.format {
+            LineFormat::Value => {
+                std::str::from_utf8(event.value).map_err(|_| {
+                    "value is not UTF-8 text; use format = \"envelope\"".to_string()
+                })?;
+                if event.value.contains(&b'\n') {
+                    return Err("value spans several lines; use format = \"envelope\"".into());
+                }
+                self.line.extend_from_slice(event.value);
+            }
+            LineFormat::Envelope => {
+                serde_json::to_writer(&mut self.line, &Envelope::of(event))
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        self.line.push(b'\n');
+        Ok(())
+    }
+}
+
+impl<W: Write + Send> Sink for JsonLinesSink<W> {
+    fn write(&mut self, batch: &Batch<'_>) -> Result<(), SinkError> {
+        for event in batch.iter() {
+            self.encode(&event).map_err(|reason| SinkError::Unwritable {
+                sink: self.name.clone(),
+                event: self.summary.events,
+                reason,
+            })?;
+            self.out
+                .write_all(&self.line)
+                .map_err(|source| SinkError::Io {
+                    sink: self.name.clone(),
+                    source,
+                })?;
+            self.summary.events += 1;
+            self.summary.bytes += event.value.len() as u64;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<SinkSummary, SinkError> {
+        self.out.flush().map_err(|source| SinkError::Io {
+            sink: self.name.clone(),
+            source,
+        })?;
+        Ok(self.summary)
+    }
+}
+
+/// The `envelope` line format: every part of the event. The value is
+/// embedded as JSON when it is JSON, else as a string.
+#[derive(Serialize)]
+struct Envelope<'a> {
+    key: Option<std::borrow::Cow<'a, str>>,
+    timestamp: i64,
+    headers: Vec<(std::borrow::Cow<'a, str>, std::borrow::Cow<'a, str>)>,
+    value: EnvelopeValue<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum EnvelopeValue<'a> {
+    Json(&'a RawValue),
+    Text(std::borrow::Cow<'a, str>),
+}
+
+impl<'a> Envelope<'a> {
+    fn of(event: &EventRef<'a>) -> Self {
+        let value = match std::str::from_utf8(event.value) {
+            Ok(text) => match serde_json::from_str::<&RawValue>(text) {
+                Ok(raw) => EnvelopeValue::Json(raw),
+                Err(_) => EnvelopeValue::Text(text.into()),
+            },
+            _ => EnvelopeValue::Text(String::from_utf8_lossy(event.value)),
+        };
+        Envelope {
+            key: event.key.map(String::from_utf8_lossy),
+            timestamp: event.timestamp,
+            headers: event
+                .headers()
+                .map(|(n, v)| (String::from_utf8_lossy(n), String::from_utf8_lossy(v)))
+                .collect(),
+            value,
+        }
+    }
+}
+
+/// Counts events and bytes and writes nothing.
+#[derive(Debug, Default)]
+pub struct Blackhole {
+    summary: SinkSummary,
+}
+
+impl Sink for Blackhole {
+    fn write(&mut self, batch: &Batch<'_>) -> Result<(), SinkError> {
+        for event in batch.iter() {
+            self.summary.events += 1;
+            self.summary.bytes += event.value.len() as u64;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<SinkSummary, SinkError> {
+        Ok(self.summary)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_batch::BatchWriter;
+
+    fn written(format: LineFormat, events: &[(Option<&[u8]>, &[u8])]) -> Result<String, SinkError> {
+        let mut w = BatchWriter::new();
+        for (key, value) in events {
+            w.push(5, *key, value, &[(b"h", b"v")]);
+        }
+        let bytes = w.finish();
+        let mut out = Vec::new();
+        {
+            let mut sink = JsonLinesSink::new("t".into(), &mut out, format);
+            sink.write(&Batch::new(&bytes).unwrap())?;
+            sink.finish()?;
+        }
+        Ok(String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn value_lines_are_the_values() {
+        let out = written(LineFormat::Value, &[(None, b"{\"a\":1}"), (None, b"2")]).unwrap();
+        assert_eq!(out, "{\"a\":1}\n2\n");
+    }
+
+    #[test]
+    fn a_multi_line_value_is_refused_and_nothing_partial_is_written() {
+        let err = written(LineFormat::Value, &[(None, b"ok"), (None, b"a\nb")]).unwrap_err();
+        assert!(err.to_string().contains("output event #1"), "{err}");
+    }
+
+    #[test]
+    fn envelopes_carry_everything() {
+        let out = written(
+            LineFormat::Envelope,
+            &[(Some(b"k"), b"{\"a\":1}"), (None, b"not json")],
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            "{\"key\":\"k\",\"timestamp\":5,\"headers\":[[\"h\",\"v\"]],\"value\":{\"a\":1}}\n\
+             {\"key\":null,\"timestamp\":5,\"headers\":[[\"h\",\"v\"]],\"value\":\"not json\"}\n"
+        );
+    }
+}

@@ -1,0 +1,283 @@
+//! Generated input: bid-shaped rows and Nexmark events.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use weir_batch::BatchWriter;
+
+use super::{Origin, Positions, Source, SourceBatch, SourceError};
+
+/// Bid-shaped rows, the same distribution as the Flink peer benchmark's
+/// datagen table (`shared/peers/flink/FlinkLite.java`), so Weir and Flink
+/// are timed on the same rows:
+///
+/// | field | value |
+/// |---|---|
+/// | `auction` | uniform in [1000, 11000] |
+/// | `bidder` | uniform in [1000, 101000] |
+/// | `price` | uniform in [100, 10 000 000] |
+/// | `channel`, `url`, `extra` | 8, 60 and 10 random hex characters |
+/// | `date_time` (and the event time) | `seq / 100` ms: 100 000 events per event-time second |
+///
+/// Rows are written straight into the batch buffer as JSON, with no
+/// allocation per row:
+///
+/// ```
+/// let mut bids = weir_core::source::BidGenerator::new(7, Some(3));
+/// let mut writer = weir_batch::BatchWriter::new();
+/// assert_eq!(bids.fill(&mut writer, 10), 3);
+/// let bytes = writer.finish();
+/// let batch = weir_batch::Batch::new(&bytes)?;
+/// let row: serde_json::Value = serde_json::from_slice(batch.iter().next().unwrap().value).unwrap();
+/// assert_eq!(row["url"].as_str().unwrap().len(), 60);
+/// # Ok::<(), weir_batch::FormatError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct BidGenerator {
+    name: Arc<str>,
+    rng: SplitMix64,
+    seq: u64,
+    end: Option<u64>,
+    writer: BatchWriter,
+}
+
+impl BidGenerator {
+    /// `count` rows (unbounded when `None`) from `seed`.
+    pub fn new(seed: u64, count: Option<u64>) -> Self {
+        BidGenerator {
+            name: "bids".into(),
+            rng: SplitMix64(seed),
+            seq: 0,
+            end: count,
+            writer: BatchWriter::with_capacity(1 << 16),
+        }
+    }
+
+    /// Sequence number of the next row.
+    pub fn position(&self) -> u64 {
+        self.seq
+    }
+
+    /// Appends up to `max` rows to `writer`; returns how many.
+    pub fn fill(&mut self, writer: &mut BatchWriter, max: usize) -> usize {
+        let available = self.end.map_or(u64::MAX, |end| end - self.seq);
+        let n = (max as u64).min(available);
+        for _ in 0..n {
+            let seq = self.seq;
+            let timestamp = (seq / 100) as i64;
+            let auction = self.rng.between(1000, 11000);
+            let bidder = self.rng.between(1000, 101_000);
+            let price = self.rng.between(100, 10_000_000);
+            let rng = &mut self.rng;
+            writer.push_with(timestamp, None, &[], |buf| {
+                let mut num = itoa::Buffer::new();
+                buf.extend_from_slice(b"{\"auction\":");
+                buf.extend_from_slice(num.format(auction).as_bytes());
+                buf.extend_from_slice(b",\"bidder\":");
+                buf.extend_from_slice(num.format(bidder).as_bytes());
+                buf.extend_from_slice(b",\"price\":");
+                buf.extend_from_slice(num.format(price).as_bytes());
+                buf.extend_from_slice(b",\"channel\":\"");
+                rng.hex(buf, 8);
+                buf.extend_from_slice(b"\",\"url\":\"");
+                rng.hex(buf, 60);
+                buf.extend_from_slice(b"\",\"date_time\":");
+                buf.extend_from_slice(num.format(timestamp).as_bytes());
+                buf.extend_from_slice(b",\"extra\":\"");
+                rng.hex(buf, 10);
+                buf.extend_from_slice(b"\"}");
+            });
+            self.seq += 1;
+        }
+        n as usize
+    }
+}
+
+impl Source for BidGenerator {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn next_batch(&mut self, max_events: usize) -> Result<Option<SourceBatch>, SourceError> {
+        let first = self.seq;
+        let mut writer = std::mem::take(&mut self.writer);
+        let len = self.fill(&mut writer, max_events);
+        let bytes = writer.finish_into();
+        self.writer = writer;
+        Ok((len > 0).then(|| SourceBatch {
+            bytes,
+            len,
+            origin: Origin {
+                source: self.name.clone(),
+                positions: Positions::Sequence(first),
+            },
+        }))
+    }
+}
+
+/// SplitMix64: small, fast, and the same numbers on every platform.
+#[derive(Debug, Clone)]
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[low, high]` (multiply-shift; bias is below 2^-40 here).
+    fn between(&mut self, low: u64, high: u64) -> u64 {
+        let span = high - low + 1;
+        low + ((u128::from(self.next()) * u128::from(span)) >> 64) as u64
+    }
+
+    fn hex(&mut self, buf: &mut Vec<u8>, len: usize) {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut bits = 0u64;
+        for i in 0..len {
+            if i % 16 == 0 {
+                bits = self.next();
+            }
+            buf.push(DIGITS[(bits & 0xF) as usize]);
+            bits >>= 4;
+        }
+    }
+}
+
+/// Nexmark persons, auctions and bids from the `nexmark` crate, as flat JSON
+/// objects with a `"type"` field (`"person"`, `"auction"`, `"bid"`); the
+/// event time is the event's `date_time`.
+pub struct NexmarkSource {
+    name: Arc<str>,
+    events: nexmark::EventGenerator,
+    produced: u64,
+    end: Option<u64>,
+    writer: BatchWriter,
+}
+
+impl NexmarkSource {
+    /// `count` events (unbounded when `None`), the first at `base_time_ms`.
+    pub fn new(count: Option<u64>, base_time_ms: u64, bids_only: bool) -> Self {
+        let config = nexmark::config::NexmarkConfig {
+            base_time: base_time_ms,
+            ..Default::default()
+        };
+        let mut events = nexmark::EventGenerator::new(config);
+        if bids_only {
+            events = events.with_type_filter(nexmark::event::EventType::Bid);
+        }
+        NexmarkSource {
+            name: "nexmark".into(),
+            events,
+            produced: 0,
+            end: count,
+            writer: BatchWriter::with_capacity(1 << 16),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Tagged<'a, T> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(flatten)]
+    event: &'a T,
+}
+
+impl Source for NexmarkSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn next_batch(&mut self, max_events: usize) -> Result<Option<SourceBatch>, SourceError> {
+        use nexmark::event::Event;
+        let first = self.produced;
+        let available = self.end.map_or(u64::MAX, |end| end - self.produced);
+        let n = (max_events as u64).min(available);
+        for event in self.events.by_ref().take(n as usize) {
+            let (time, kind) = match &event {
+                Event::Person(p) => (p.date_time, "person"),
+                Event::Auction(a) => (a.date_time, "auction"),
+                Event::Bid(b) => (b.date_time, "bid"),
+            };
+            let mut result = Ok(());
+            let timestamp = i64::try_from(time).unwrap_or(i64::MAX);
+            self.writer.push_with(timestamp, None, &[], |buf| {
+                result = match &event {
+                    Event::Person(p) => serde_json::to_writer(buf, &Tagged { kind, event: p }),
+                    Event::Auction(a) => serde_json::to_writer(buf, &Tagged { kind, event: a }),
+                    Event::Bid(b) => serde_json::to_writer(buf, &Tagged { kind, event: b }),
+                };
+            });
+            result.map_err(|e| SourceError::Io {
+                source_name: self.name.to_string(),
+                reason: format!("cannot encode event #{}: {e}", self.produced),
+            })?;
+            self.produced += 1;
+        }
+        let len = (self.produced - first) as usize;
+        Ok((len > 0).then(|| SourceBatch {
+            bytes: self.writer.finish_into(),
+            len,
+            origin: Origin {
+                source: self.name.clone(),
+                positions: Positions::Sequence(first),
+            },
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_batch::Batch;
+
+    fn rows(source: &mut dyn Source, max: usize) -> Vec<serde_json::Value> {
+        let batch = source.next_batch(max).unwrap().unwrap();
+        Batch::new(&batch.bytes)
+            .unwrap()
+            .iter()
+            .map(|e| serde_json::from_slice(e.value).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn bids_have_the_flink_shape_and_stop_at_count() {
+        let mut bids = BidGenerator::new(1, Some(1000));
+        let all = rows(&mut bids, 5000);
+        assert_eq!(all.len(), 1000);
+        for (seq, row) in all.iter().enumerate() {
+            let auction = row["auction"].as_u64().unwrap();
+            assert!((1000..=11000).contains(&auction));
+            assert!((1000..=101_000).contains(&row["bidder"].as_u64().unwrap()));
+            assert!((100..=10_000_000).contains(&row["price"].as_u64().unwrap()));
+            assert_eq!(row["channel"].as_str().unwrap().len(), 8);
+            assert_eq!(row["extra"].as_str().unwrap().len(), 10);
+            assert_eq!(row["date_time"].as_u64().unwrap(), seq as u64 / 100);
+        }
+        assert!(bids.next_batch(10).unwrap().is_none());
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_rows() {
+        let a = rows(&mut BidGenerator::new(9, Some(50)), 50);
+        let b = rows(&mut BidGenerator::new(9, Some(50)), 50);
+        let c = rows(&mut BidGenerator::new(10, Some(50)), 50);
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn nexmark_events_are_tagged_and_deterministic() {
+        let a = rows(&mut NexmarkSource::new(Some(100), 1000, false), 100);
+        let b = rows(&mut NexmarkSource::new(Some(100), 1000, false), 100);
+        assert_eq!(a, b);
+        assert_eq!(a[0]["type"], "person");
+        assert!(a.iter().any(|e| e["type"] == "bid" && e["auction"].is_u64()));
+        let bids = rows(&mut NexmarkSource::new(Some(10), 1000, true), 100);
+        assert!(bids.iter().all(|e| e["type"] == "bid"));
+    }
+}

@@ -1,0 +1,342 @@
+//! JSON Lines input: a file or standard input, one JSON value per line.
+
+use std::io::{BufRead, BufReader, Read};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, sync_channel};
+use std::time::Instant;
+
+use serde::de::IgnoredAny;
+use weir_batch::BatchWriter;
+
+use super::{Linger, Origin, Positions, Source, SourceBatch, SourceError};
+use crate::dead_letter::DeadLetters;
+use crate::pipeline::JsonFields;
+
+/// Where lines come from.
+pub enum LineInput {
+    /// A reader that never makes the batch wait (a file): batches fill up.
+    Reader(Box<dyn BufRead + Send>),
+    /// Lines from a reader thread (stdin): a partly filled batch is sent once
+    /// its linger time is up, so a trickle of input still flows.
+    Channel {
+        /// Lines as the reader thread read them.
+        lines: Receiver<std::io::Result<Vec<u8>>>,
+        /// The linger rule.
+        linger: Linger,
+    },
+}
+
+impl LineInput {
+    /// Lines of a file (or any reader).
+    pub fn reader(read: impl Read + Send + 'static) -> Self {
+        LineInput::Reader(Box::new(BufReader::with_capacity(1 << 16, read)))
+    }
+
+    /// Lines of standard input, read on a thread of their own.
+    pub fn stdin(linger: Linger) -> Self {
+        Self::channel(std::io::stdin(), linger)
+    }
+
+    /// Lines of `read`, read on a thread of their own.
+    pub fn channel(read: impl Read + Send + 'static, linger: Linger) -> Self {
+        let (tx, rx) = sync_channel(4096);
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(read);
+            loop {
+                let mut line = Vec::new();
+                match reader.read_until(b'\n', &mut line) {
+                    Ok(0) => break,
+                    Ok(_) => {
+                        if tx.send(Ok(line)).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        break;
+                    }
+                }
+            }
+        });
+        LineInput::Channel { lines: rx, linger }
+    }
+}
+
+enum Next {
+    Line,
+    Wait,
+    End,
+}
+
+/// A JSON Lines source. Each non-blank line becomes one event whose value is
+/// the line; the key and event time come from the configured fields.
+pub struct JsonLinesSource {
+    name: Arc<str>,
+    input: LineInput,
+    fields: JsonFields,
+    dead_letters: Option<DeadLetters>,
+    line: Vec<u8>,
+    line_no: u64,
+    writer: BatchWriter,
+    pending_error: Option<SourceError>,
+    done: bool,
+}
+
+impl JsonLinesSource {
+    /// A source named `name` (used in errors) reading `input`.
+    pub fn new(
+        name: String,
+        input: LineInput,
+        fields: JsonFields,
+        dead_letters: Option<DeadLetters>,
+    ) -> Self {
+        JsonLinesSource {
+            name: name.into(),
+            input,
+            fields,
+            dead_letters,
+            line: Vec::new(),
+            line_no: 0,
+            writer: BatchWriter::with_capacity(1 << 16),
+            pending_error: None,
+            done: false,
+        }
+    }
+
+    fn read_line(&mut self, batch_started: Option<Instant>) -> Result<Next, SourceError> {
+        self.line.clear();
+        let io_error = |e: std::io::Error| SourceError::Io {
+            source_name: self.name.to_string(),
+            reason: e.to_string(),
+        };
+        match &mut self.input {
+            LineInput::Reader(reader) => match reader.read_until(b'\n', &mut self.line) {
+                Ok(0) => Ok(Next::End),
+                Ok(_) => Ok(Next::Line),
+                Err(e) => Err(io_error(e)),
+            },
+            LineInput::Channel { lines, linger } => {
+                let received = match batch_started {
+                    None => lines.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                    Some(first) => match linger.remaining(first, Instant::now()) {
+                        Some(wait) => lines.recv_timeout(wait),
+                        None => return Ok(Next::Wait),
+                    },
+                };
+                match received {
+                    Ok(Ok(line)) => {
+                        self.line = line;
+                        Ok(Next::Line)
+                    }
+                    Ok(Err(e)) => Err(io_error(e)),
+                    Err(RecvTimeoutError::Timeout) => Ok(Next::Wait),
+                    Err(RecvTimeoutError::Disconnected) => Ok(Next::End),
+                }
+            }
+        }
+    }
+}
+
+impl Source for JsonLinesSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn next_batch(&mut self, max_events: usize) -> Result<Option<SourceBatch>, SourceError> {
+        if let Some(error) = self.pending_error.take() {
+            self.done = true;
+            return Err(error);
+        }
+        if self.done {
+            return Ok(None);
+        }
+        let mut lines = Vec::with_capacity(max_events.min(1 << 16));
+        let mut started = None;
+        while lines.len() < max_events {
+            let next = match self.read_line(started) {
+                Ok(next) => next,
+                Err(e) => {
+                    self.pending_error = Some(e);
+                    break;
+                }
+            };
+            match next {
+                Next::End => {
+                    self.done = true;
+                    break;
+                }
+                Next::Wait => break,
+                Next::Line => {}
+            }
+            self.line_no += 1;
+            let text = trim_line(&self.line);
+            if text.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            started.get_or_insert_with(Instant::now);
+            match parse_line(text, &self.fields) {
+                Ok((key, timestamp)) => {
+                    self.writer.push(timestamp, key.as_deref(), text, &[]);
+                    lines.push(self.line_no);
+                }
+                Err(reason) => {
+                    if let Some(dead) = &self.dead_letters {
+                        dead.send(&self.name, self.line_no, &reason, text)
+                            .map_err(SourceError::DeadLetter)?;
+                    } else {
+                        self.pending_error = Some(SourceError::Malformed {
+                            source_name: self.name.to_string(),
+                            line: self.line_no,
+                            reason,
+                        });
+                        break;
+                    }
+                }
+            }
+        }
+        if lines.is_empty() {
+            return self.next_batch_after_empty(max_events);
+        }
+        Ok(Some(SourceBatch {
+            len: lines.len(),
+            bytes: self.writer.finish_into(),
+            origin: Origin {
+                source: self.name.clone(),
+                positions: Positions::Lines(lines),
+            },
+        }))
+    }
+}
+
+impl JsonLinesSource {
+    /// An empty read: report a pending error, or the end, or keep waiting.
+    fn next_batch_after_empty(
+        &mut self,
+        max_events: usize,
+    ) -> Result<Option<SourceBatch>, SourceError> {
+        if let Some(error) = self.pending_error.take() {
+            self.done = true;
+            return Err(error);
+        }
+        if self.done {
+            return Ok(None);
+        }
+        self.next_batch(max_events)
+    }
+}
+
+fn trim_line(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// Checks that `line` is JSON and reads the key and time fields.
+fn parse_line(line: &[u8], fields: &JsonFields) -> Result<(Option<Vec<u8>>, i64), String> {
+    if fields.key_field.is_none() && fields.time_field.is_none() {
+        serde_json::from_slice::<IgnoredAny>(line).map_err(|e| format!("malformed JSON: {e}"))?;
+        return Ok((None, 0));
+    }
+    let value: serde_json::Value =
+        serde_json::from_slice(line).map_err(|e| format!("malformed JSON: {e}"))?;
+    let object = value
+        .as_object()
+        .ok_or("expected a JSON object (key_field/time_field are set)")?;
+    let key = match &fields.key_field {
+        None => None,
+        Some(field) => match object.get(field) {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(s)) => Some(s.as_bytes().to_vec()),
+            Some(other) => Some(other.to_string().into_bytes()),
+        },
+    };
+    let timestamp = match &fields.time_field {
+        None => 0,
+        Some(field) => object
+            .get(field)
+            .ok_or_else(|| format!("event time field `{field}` is missing"))?
+            .as_i64()
+            .ok_or_else(|| {
+                format!("event time field `{field}` is not an integer (epoch milliseconds)")
+            })?,
+    };
+    Ok((key, timestamp))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use weir_batch::Batch;
+
+    fn source(text: &'static str, fields: JsonFields) -> JsonLinesSource {
+        JsonLinesSource::new(
+            "in.jsonl".into(),
+            LineInput::reader(text.as_bytes()),
+            fields,
+            None,
+        )
+    }
+
+    fn values(batch: &SourceBatch) -> Vec<String> {
+        Batch::new(&batch.bytes)
+            .unwrap()
+            .iter()
+            .map(|e| String::from_utf8(e.value.to_vec()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn batches_fill_up_and_carry_line_numbers() {
+        let mut s = source("{\"a\":1}\n\n{\"a\":2}\r\n{\"a\":3}", JsonFields::default());
+        let first = s.next_batch(2).unwrap().unwrap();
+        assert_eq!(values(&first), ["{\"a\":1}", "{\"a\":2}"]);
+        assert_eq!(first.origin.positions, Positions::Lines(vec![1, 3]));
+        assert_eq!(first.origin.describe(1), "in.jsonl:3");
+        let second = s.next_batch(2).unwrap().unwrap();
+        assert_eq!(values(&second), ["{\"a\":3}"]);
+        assert!(s.next_batch(2).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_malformed_line_comes_after_everything_before_it() {
+        let mut s = source("{\"a\":1}\n{\"a\":\n{\"a\":3}\n", JsonFields::default());
+        let first = s.next_batch(10).unwrap().unwrap();
+        assert_eq!(values(&first), ["{\"a\":1}"]);
+        let err = s.next_batch(10).unwrap_err();
+        assert!(err.to_string().starts_with("in.jsonl:2: malformed JSON"), "{err}");
+        assert!(s.next_batch(10).unwrap().is_none());
+    }
+
+    #[test]
+    fn key_and_time_fields() {
+        let fields = JsonFields {
+            key_field: Some("user".into()),
+            time_field: Some("ts".into()),
+        };
+        let mut s = source("{\"user\":\"ann\",\"ts\":17}\n{\"user\":7,\"ts\":18}\n", fields.clone());
+        let batch = s.next_batch(10).unwrap().unwrap();
+        let decoded = Batch::new(&batch.bytes).unwrap();
+        let events: Vec<_> = decoded.iter().collect();
+        assert_eq!(events[0].key, Some(&b"ann"[..]));
+        assert_eq!(events[0].timestamp, 17);
+        assert_eq!(events[1].key, Some(&b"7"[..]));
+
+        let mut s = source("{\"user\":\"ann\",\"ts\":\"soon\"}\n", fields);
+        let err = s.next_batch(10).unwrap_err();
+        assert!(err.to_string().contains("`ts` is not an integer"), "{err}");
+    }
+
+    #[test]
+    fn a_trickle_on_a_channel_is_sent_when_the_linger_time_is_up() {
+        let (reader, mut writer) = std::io::pipe().unwrap();
+        let input = LineInput::channel(reader, Linger::new(Duration::from_millis(20)));
+        let mut s = JsonLinesSource::new("stdin".into(), input, JsonFields::default(), None);
+        use std::io::Write;
+        writeln!(writer, "1").unwrap();
+        // The batch asks for 100 events but only one arrives: linger sends it.
+        let batch = s.next_batch(100).unwrap().unwrap();
+        assert_eq!(values(&batch), ["1"]);
+        drop(writer);
+        assert!(s.next_batch(100).unwrap().is_none());
+    }
+}

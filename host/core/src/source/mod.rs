@@ -1,0 +1,160 @@
+//! Sources: where events come from, cut into batches in the wire format.
+//!
+//! Every batch carries its [`Origin`], so an error anywhere downstream can
+//! name the input position of the event (`clicks.jsonl:42`,
+//! `bids event #1234`).
+
+mod generator;
+mod jsonl;
+mod linger;
+
+pub use generator::{BidGenerator, NexmarkSource};
+pub use jsonl::{JsonLinesSource, LineInput};
+pub use linger::Linger;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::dead_letter::DeadLetters;
+use crate::pipeline::SourceSpec;
+
+/// A batch of events as a source produced it.
+#[derive(Debug, Clone)]
+pub struct SourceBatch {
+    /// The events, in the wire format of `weir_batch`.
+    pub bytes: Vec<u8>,
+    /// Number of events.
+    pub len: usize,
+    /// Where each event came from.
+    pub origin: Origin,
+}
+
+/// Where the events of a batch came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// The source, as a person names it: a path, `stdin`, `bids`.
+    pub source: Arc<str>,
+    /// Position of each event in its source.
+    pub positions: Positions,
+}
+
+/// Positions of a batch's events in their source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Positions {
+    /// 1-based line numbers, one per event.
+    Lines(Vec<u64>),
+    /// Consecutive sequence numbers starting here (generators).
+    Sequence(u64),
+}
+
+impl Origin {
+    /// Names the position of event `index` of the batch.
+    pub fn describe(&self, index: usize) -> String {
+        match &self.positions {
+            Positions::Lines(lines) => match lines.get(index) {
+                Some(line) => format!("{}:{line}", self.source),
+                None => format!("{} (event #{index} of a batch)", self.source),
+            },
+            Positions::Sequence(first) => {
+                format!("{} event #{}", self.source, first + index as u64)
+            }
+        }
+    }
+
+    /// Names the span a batch of `len` events covers.
+    pub fn describe_span(&self, len: usize) -> String {
+        match &self.positions {
+            Positions::Lines(lines) => match (lines.first(), lines.last()) {
+                (Some(a), Some(b)) => format!("{}:{a}-{b}", self.source),
+                _ => self.source.to_string(),
+            },
+            Positions::Sequence(first) => format!(
+                "{} events #{first}-#{}",
+                self.source,
+                first + len.saturating_sub(1) as u64
+            ),
+        }
+    }
+}
+
+/// A source that cannot go on.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum SourceError {
+    /// A line is not valid input and there is no dead-letter sink.
+    #[error("{source_name}:{line}: {reason}")]
+    Malformed {
+        /// The source (a path or `stdin`).
+        source_name: String,
+        /// 1-based line number.
+        line: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Reading failed.
+    #[error("{source_name}: {reason}")]
+    Io {
+        /// The source.
+        source_name: String,
+        /// The I/O error.
+        reason: String,
+    },
+    /// The dead-letter sink failed.
+    #[error("dead-letter sink: {0}")]
+    DeadLetter(String),
+}
+
+/// Something that produces batches of events.
+pub trait Source: Send {
+    /// The source as a person names it.
+    fn name(&self) -> &str;
+
+    /// The next batch of at most `max_events` events, or `None` at the end of
+    /// bounded input.
+    ///
+    /// # Errors
+    /// Input the source cannot accept. A source first returns every event it
+    /// accepted before the bad input, then the error, so nothing accepted is
+    /// lost.
+    fn next_batch(&mut self, max_events: usize) -> Result<Option<SourceBatch>, SourceError>;
+}
+
+/// Opens the source `spec` describes; relative paths are resolved against
+/// `base` (the pipeline file's directory).
+///
+/// # Errors
+/// A file that cannot be opened, named with its path.
+pub fn open(
+    spec: &SourceSpec,
+    base: &Path,
+    linger: Linger,
+    dead_letters: Option<DeadLetters>,
+) -> Result<Box<dyn Source>, SourceError> {
+    Ok(match spec {
+        SourceSpec::Jsonl { path, fields } => {
+            let path = base.join(path);
+            let name = path.display().to_string();
+            let file = std::fs::File::open(&path).map_err(|e| SourceError::Io {
+                source_name: name.clone(),
+                reason: format!("cannot open: {e}"),
+            })?;
+            Box::new(JsonLinesSource::new(
+                name,
+                LineInput::reader(file),
+                fields.clone(),
+                dead_letters,
+            ))
+        }
+        SourceSpec::Stdin { fields } => Box::new(JsonLinesSource::new(
+            "stdin".to_string(),
+            LineInput::stdin(linger),
+            fields.clone(),
+            dead_letters,
+        )),
+        SourceSpec::Bids { count, seed } => Box::new(BidGenerator::new(*seed, *count)),
+        SourceSpec::Nexmark {
+            count,
+            base_time_ms,
+            bids_only,
+        } => Box::new(NexmarkSource::new(*count, *base_time_ms, *bids_only)),
+    })
+}
