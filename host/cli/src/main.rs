@@ -1,1 +1,238 @@
-fn main() {}
+//! `weir`: run pipelines, test and inspect operators, benchmark.
+
+mod bench;
+mod cpu;
+mod wiring;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use weir_core::pipeline::{JsonFields, LineFormat, PipelineSettings};
+use weir_core::runtime::{Pipeline, Progress};
+use weir_core::sink::JsonLinesSink;
+use weir_core::source::{JsonLinesSource, LineInput};
+use weir_wasm::{Limits, STATELESS_EXPORT, WasmEngine};
+
+/// Weir: a stream processor whose operators are sandboxed WebAssembly components.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a pipeline file (sources → operators → sinks) to the end of its input.
+    ///
+    /// Relative paths in the file are resolved against the file's directory;
+    /// `${VAR}` in an operator's `component` is replaced by the environment
+    /// variable VAR. A progress line goes to stderr.
+    Run {
+        /// The pipeline file (pipeline.toml).
+        pipeline: PathBuf,
+        /// No progress lines.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Run one operator over sample events and print its output (one JSON line
+    /// per output event).
+    Test {
+        /// The operator component (.wasm).
+        operator: PathBuf,
+        /// JSON Lines input, one event per line.
+        #[arg(long, short)]
+        input: PathBuf,
+        /// A config setting for the operator, `key=value` (repeatable).
+        #[arg(long = "config", short = 'c', value_parser = parse_key_value)]
+        config: Vec<(String, String)>,
+        /// JSON field whose value becomes the event key.
+        #[arg(long)]
+        key_field: Option<String>,
+        /// JSON field holding the event time (epoch ms).
+        #[arg(long)]
+        time_field: Option<String>,
+        /// Print key, timestamp, headers and value instead of the value alone.
+        #[arg(long)]
+        envelope: bool,
+        /// CPU deadline per call, ms.
+        #[arg(long)]
+        timeout_ms: Option<u64>,
+        /// Memory cap, MiB.
+        #[arg(long)]
+        memory_mb: Option<u64>,
+    },
+    /// Show what a component is: world, contract version, size, digest,
+    /// imports and exports. Exits non-zero when it is not a Weir operator.
+    Inspect {
+        /// The component (.wasm).
+        operator: PathBuf,
+    },
+    /// Benchmark an operator as WebAssembly against the same logic compiled
+    /// natively, over pre-generated bid-shaped events, at several batch sizes.
+    Bench(bench::BenchArgs),
+}
+
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("expected key=value, got {text:?}"))
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run { pipeline, quiet } => {
+            let engine = WasmEngine::new(WasmEngine::default_cache_dir())?;
+            let pipeline = wiring::load(&pipeline, &engine)?;
+            run_with_progress(pipeline, quiet)?;
+        }
+        Command::Test {
+            operator,
+            input,
+            config,
+            key_field,
+            time_field,
+            envelope,
+            timeout_ms,
+            memory_mb,
+        } => {
+            let engine = WasmEngine::new(WasmEngine::default_cache_dir())?;
+            let component = engine.load(&operator)?;
+            let name = operator
+                .file_stem()
+                .map_or("operator".into(), |s| s.to_string_lossy().into_owned());
+            let limits = Limits::with_overrides(timeout_ms, memory_mb, None, None);
+            let op = engine.instantiate(&name, &component, &config, limits)?;
+            let file = std::fs::File::open(&input)
+                .with_context(|| format!("cannot open input {}", input.display()))?;
+            let format = if envelope { LineFormat::Envelope } else { LineFormat::Value };
+            let pipeline = Pipeline {
+                settings: PipelineSettings::default(),
+                sources: vec![Box::new(JsonLinesSource::new(
+                    input.display().to_string(),
+                    LineInput::reader(file),
+                    JsonFields {
+                        key_field,
+                        time_field,
+                    },
+                    None,
+                ))],
+                operators: vec![Box::new(op)],
+                sinks: vec![Box::new(JsonLinesSink::new(
+                    "stdout".into(),
+                    std::io::stdout(),
+                    format,
+                ))],
+                dead_letters: None,
+            };
+            pipeline.run(&Arc::default())?;
+        }
+        Command::Inspect { operator } => return inspect(&operator),
+        Command::Bench(args) => bench::run(&args)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn inspect(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let engine = WasmEngine::new(None)?;
+    let info = engine.inspect(path)?;
+    println!("file      {}", path.display());
+    println!("size      {} bytes", info.size);
+    println!("sha256    {}", info.digest);
+    println!(
+        "world     {}",
+        info.world()
+            .map_or("none: not a Weir operator".to_string(), |w| format!("weir:operator/{w}"))
+    );
+    println!(
+        "contract  {}",
+        info.contract_version()
+            .map_or("none".to_string(), |v| format!("weir:operator@{v}"))
+    );
+    println!("exports   {}", info.exports.join(", "));
+    println!("imports   {}", info.imports.join(", "));
+    // Full check: world, version and that every import can be linked.
+    match engine.load(path) {
+        Ok(_) => {
+            println!("verdict   ok: this host runs it ({STATELESS_EXPORT})");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            println!("verdict   refused: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn run_with_progress(pipeline: Pipeline, quiet: bool) -> anyhow::Result<()> {
+    let progress = Arc::new(Progress::default());
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reporter = (!quiet).then(|| {
+        let progress = progress.clone();
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            let mut last = started;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                if last.elapsed() >= std::time::Duration::from_secs(1) {
+                    last = std::time::Instant::now();
+                    eprintln!("{}", progress_line(&progress, started.elapsed()));
+                }
+            }
+        })
+    });
+    let result = pipeline.run(&progress);
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(reporter) = reporter {
+        let _ = reporter.join();
+    }
+    let summary = result?;
+    if !quiet {
+        eprintln!("{} (done)", progress_line(&progress, summary.elapsed));
+    }
+    Ok(())
+}
+
+fn progress_line(progress: &Progress, elapsed: std::time::Duration) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    let events_in = progress.events_in.load(Relaxed);
+    let events_out = progress.events_out.load(Relaxed);
+    let rate = events_in as f64 / elapsed.as_secs_f64().max(1e-9);
+    format!(
+        "weir: {events_in} events in, {events_out} out, {:.2} s, {} events/s",
+        elapsed.as_secs_f64(),
+        human(rate)
+    )
+}
+
+fn human(rate: f64) -> String {
+    if rate >= 1e6 {
+        format!("{:.2} M", rate / 1e6)
+    } else if rate >= 1e3 {
+        format!("{:.1} K", rate / 1e3)
+    } else {
+        format!("{rate:.0}")
+    }
+}

@@ -17,10 +17,10 @@ pub struct Q1 {
 struct Bid<'a> {
     #[serde(rename = "type", borrow, default)]
     kind: Option<Cow<'a, str>>,
-    auction: u64,
-    bidder: u64,
-    price: u64,
-    date_time: i64,
+    auction: Option<u64>,
+    bidder: Option<u64>,
+    price: Option<u64>,
+    date_time: Option<i64>,
     #[serde(borrow, default)]
     extra: Cow<'a, str>,
 }
@@ -46,13 +46,17 @@ impl Operator for Q1 {
         if bid.kind.as_deref().is_some_and(|k| k != "bid") {
             return Ok(());
         }
+        let auction = bid.auction.ok_or("bid without `auction`")?;
+        let bidder = bid.bidder.ok_or("bid without `bidder`")?;
+        let price = bid.price.ok_or("bid without `price`")?;
+        let date_time = bid.date_time.ok_or("bid without `date_time`")?;
         out.emit_json(
             event,
             &Converted {
-                auction: bid.auction,
-                bidder: bid.bidder,
-                price: bid.price as f64 * self.rate,
-                date_time: bid.date_time,
+                auction,
+                bidder,
+                price: price as f64 * self.rate,
+                date_time,
                 extra: &bid.extra,
             },
         )

@@ -17,8 +17,8 @@ pub struct Q2 {
 struct Bid<'a> {
     #[serde(rename = "type", borrow, default)]
     kind: Option<Cow<'a, str>>,
-    auction: u64,
-    price: u64,
+    auction: Option<u64>,
+    price: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -38,15 +38,17 @@ impl Operator for Q2 {
 
     fn process(&mut self, event: &Event<'_>, out: &mut Output) -> Result<(), Error> {
         let bid: Bid = event.json()?;
-        if bid.kind.as_deref().is_some_and(|k| k != "bid") || bid.auction % self.modulus != 0 {
+        if bid.kind.as_deref().is_some_and(|k| k != "bid") {
+            return Ok(());
+        }
+        let auction = bid.auction.ok_or("bid without `auction`")?;
+        let price = bid.price.ok_or("bid without `price`")?;
+        if auction % self.modulus != 0 {
             return Ok(());
         }
         out.emit_json(
             event,
-            &Selected {
-                auction: bid.auction,
-                price: bid.price,
-            },
+            &Selected { auction, price },
         )
     }
 }

@@ -1,0 +1,273 @@
+//! `weir bench`: an operator as WebAssembly vs the same Rust code compiled
+//! natively, in one run, over the same pre-generated batches.
+//!
+//! Both variants go through `weir_guest::run_batch` on identical wire-format
+//! batches; the only difference is the sandbox (the component call, copying
+//! the batch in and out, output validation). Generation happens before the
+//! clock starts. CPU time is measured per worker thread and summed.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use weir_batch::BatchWriter;
+use weir_core::operator::{Operator, OperatorFailure};
+use weir_core::source::BidGenerator;
+use weir_guest::Output;
+use weir_wasm::{Limits, WasmEngine};
+
+use crate::cpu::thread_cpu_time;
+
+/// Arguments of `weir bench`.
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// The workload.
+    #[arg(value_enum)]
+    workload: Workload,
+    /// One JSON object per line and result instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Pre-generated bid-shaped events per run.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    /// Batch sizes, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![1, 16, 256, 4096])]
+    batch: Vec<usize>,
+    /// Worker threads, each with its own operator instance.
+    #[arg(long, default_value_t = 1)]
+    parallelism: usize,
+    /// Directory holding the built plugins (default: $WEIR_PLUGINS; the
+    /// script tests/build-plugins.sh builds them and prints it).
+    #[arg(long)]
+    plugins: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Workload {
+    /// Nexmark q1: price × 0.908 (a map).
+    Q1,
+    /// Nexmark q2: auction % 123 == 0 (a filter).
+    Q2,
+}
+
+impl Workload {
+    fn name(self) -> &'static str {
+        match self {
+            Workload::Q1 => "q1",
+            Workload::Q2 => "q2",
+        }
+    }
+
+    fn plugin(self) -> &'static str {
+        match self {
+            Workload::Q1 => "nexmark_q1.wasm",
+            Workload::Q2 => "nexmark_q2.wasm",
+        }
+    }
+
+    fn native(self) -> anyhow::Result<Box<dyn Operator>> {
+        let config = weir_guest::Config::default();
+        Ok(match self {
+            Workload::Q1 => Box::new(Native::new("q1", nexmark_q1::Q1::new(&config)?)),
+            Workload::Q2 => Box::new(Native::new("q2", nexmark_q2::Q2::new(&config)?)),
+        })
+    }
+}
+
+use weir_guest::Operator as _;
+
+/// A guest operator compiled natively, behind the host's operator trait.
+struct Native<O> {
+    name: &'static str,
+    operator: O,
+    out: Output,
+}
+
+impl<O: weir_guest::Operator> Native<O> {
+    fn new(name: &'static str, operator: O) -> Self {
+        Native {
+            name,
+            operator,
+            out: Output::with_capacity(1 << 20),
+        }
+    }
+}
+
+impl<O: weir_guest::Operator + Send> Operator for Native<O> {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn process(&mut self, batch: &[u8]) -> Result<Vec<u8>, OperatorFailure> {
+        weir_guest::run_batch(&mut self.operator, batch, &mut self.out).map_err(|e| {
+            OperatorFailure {
+                kind: weir_core::operator::FailureKind::Reported,
+                message: e.message,
+                event_index: e.event_index.map(|i| i as usize),
+                output_before: BatchWriter::new().finish(),
+            }
+        })?;
+        Ok(self.out.finish_into())
+    }
+}
+
+struct Measured {
+    cpu: Duration,
+    output_events: u64,
+}
+
+/// Runs every batch through one operator per worker; worker `i` takes
+/// batches `i, i + workers, …`.
+fn measure(operators: Vec<Box<dyn Operator>>, batches: &[Vec<u8>]) -> anyhow::Result<Measured> {
+    let workers = operators.len();
+    let results: Vec<anyhow::Result<Measured>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = operators
+            .into_iter()
+            .enumerate()
+            .map(|(worker, mut operator)| {
+                scope.spawn(move || {
+                    let start = thread_cpu_time();
+                    let mut output_events = 0u64;
+                    for batch in batches.iter().skip(worker).step_by(workers) {
+                        let out = operator
+                            .process(batch)
+                            .map_err(|f| anyhow::anyhow!("{}: {}", f.kind, f.message))?;
+                        output_events += u64::from(u32::from_le_bytes([out[0], out[1], out[2], out[3]]));
+                    }
+                    Ok(Measured {
+                        cpu: thread_cpu_time() - start,
+                        output_events,
+                    })
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("worker panicked"))))
+            .collect()
+    });
+    let mut total = Measured {
+        cpu: Duration::ZERO,
+        output_events: 0,
+    };
+    for result in results {
+        let m = result?;
+        total.cpu += m.cpu;
+        total.output_events += m.output_events;
+    }
+    Ok(total)
+}
+
+fn pregenerate(events: u64, batch: usize) -> Vec<Vec<u8>> {
+    let mut generator = BidGenerator::new(42, Some(events));
+    let mut writer = BatchWriter::with_capacity(batch * 220);
+    let mut batches = Vec::with_capacity((events as usize).div_ceil(batch));
+    while generator.fill(&mut writer, batch) > 0 {
+        batches.push(writer.finish_into());
+    }
+    batches
+}
+
+/// One result row.
+struct Row {
+    workload: &'static str,
+    variant: &'static str,
+    batch: usize,
+    parallelism: usize,
+    events: u64,
+    output_events: u64,
+    cpu_seconds: f64,
+    ratio_to_native: f64,
+}
+
+impl Row {
+    fn events_per_cpu_second(&self) -> f64 {
+        self.events as f64 / self.cpu_seconds.max(1e-9)
+    }
+}
+
+/// Runs the benchmark and prints the table or JSON lines.
+pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    let dir = args
+        .plugins
+        .clone()
+        .or_else(|| std::env::var_os("WEIR_PLUGINS").map(PathBuf::from))
+        .context("where are the plugins? pass --plugins DIR or set WEIR_PLUGINS (tests/build-plugins.sh builds them and prints the directory)")?;
+    anyhow::ensure!(args.parallelism >= 1, "--parallelism must be at least 1");
+    let engine = WasmEngine::new(WasmEngine::default_cache_dir())?;
+    let component = engine.load(&dir.join(args.workload.plugin()))?;
+    let mut rows = Vec::new();
+    for &batch in &args.batch {
+        anyhow::ensure!(batch >= 1, "batch sizes must be at least 1");
+        let batches = pregenerate(args.events, batch);
+        let natives = (0..args.parallelism)
+            .map(|_| args.workload.native())
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let native = measure(natives, &batches)?;
+        let wasms = (0..args.parallelism)
+            .map(|_| {
+                engine
+                    .instantiate(args.workload.name(), &component, &[], Limits::default())
+                    .map(|op| Box::new(op) as Box<dyn Operator>)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let wasm = measure(wasms, &batches)?;
+        anyhow::ensure!(
+            native.output_events == wasm.output_events,
+            "wasm and native disagree: {} vs {} output events",
+            wasm.output_events,
+            native.output_events
+        );
+        let native_secs = native.cpu.as_secs_f64();
+        for (variant, m) in [("native", &native), ("wasm", &wasm)] {
+            let cpu_seconds = m.cpu.as_secs_f64();
+            rows.push(Row {
+                workload: args.workload.name(),
+                variant,
+                batch,
+                parallelism: args.parallelism,
+                events: args.events,
+                output_events: m.output_events,
+                cpu_seconds,
+                ratio_to_native: native_secs / cpu_seconds.max(1e-9),
+            });
+        }
+    }
+    if args.json {
+        for row in &rows {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "workload": row.workload,
+                    "variant": row.variant,
+                    "batch": row.batch,
+                    "parallelism": row.parallelism,
+                    "events": row.events,
+                    "output_events": row.output_events,
+                    "cpu_seconds": row.cpu_seconds,
+                    "events_per_cpu_second": row.events_per_cpu_second(),
+                    "ratio_to_native": row.ratio_to_native,
+                })
+            );
+        }
+    } else {
+        println!(
+            "{:<8} {:<7} {:>6} {:>4} {:>10} {:>9} {:>16} {:>9}",
+            "workload", "variant", "batch", "par", "events", "cpu s", "events/cpu-s", "vs native"
+        );
+        for row in &rows {
+            println!(
+                "{:<8} {:<7} {:>6} {:>4} {:>10} {:>9.3} {:>16.0} {:>8.0}%",
+                row.workload,
+                row.variant,
+                row.batch,
+                row.parallelism,
+                row.events,
+                row.cpu_seconds,
+                row.events_per_cpu_second(),
+                row.ratio_to_native * 100.0
+            );
+        }
+    }
+    Ok(())
+}
