@@ -36,7 +36,12 @@ fn a_dead_letter_sink_takes_malformed_lines_and_the_run_goes_on() {
     assert_eq!(record["line"], 2);
     assert_eq!(record["raw"], "not json");
     assert!(record["source"].as_str().unwrap().ends_with("input.jsonl"));
-    assert!(record["error"].as_str().unwrap().starts_with("malformed JSON"));
+    assert!(
+        record["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("malformed JSON")
+    );
 }
 
 #[test]
@@ -62,7 +67,8 @@ fn files_that_are_not_components_are_refused() {
     let out = case.run();
     assert!(!out.ok);
     assert!(
-        out.stderr.contains("is not a WebAssembly component: it is a core WebAssembly module"),
+        out.stderr
+            .contains("is not a WebAssembly component: it is a core WebAssembly module"),
         "{}",
         out.stderr
     );
@@ -89,7 +95,9 @@ fn a_component_of_another_contract_version_names_both_versions() {
     let out = case.run();
     assert!(!out.ok);
     assert!(
-        out.stderr.contains("built against contract weir:operator@0.0.9; this host accepts weir:operator@0.1.0"),
+        out.stderr.contains(
+            "built against contract weir:operator@0.0.9; this host accepts weir:operator@0.1.0"
+        ),
         "{}",
         out.stderr
     );
@@ -102,7 +110,8 @@ fn an_unknown_key_in_the_pipeline_file_names_its_line() {
     let out = case.run();
     assert!(!out.ok);
     assert!(
-        out.stderr.contains("pipeline.toml:8: unknown field `timeout`"),
+        out.stderr
+            .contains("pipeline.toml:8: unknown field `timeout`"),
         "{}",
         out.stderr
     );
@@ -121,7 +130,8 @@ fn bad_operator_config_fails_at_start_with_the_operators_message() {
     let out = Case::new(&one_operator("enrich.wasm", ""), FOUR_LINES).run();
     assert!(!out.ok);
     assert!(
-        out.stderr.contains("operator `op` failed to start: missing config setting `field`"),
+        out.stderr
+            .contains("operator `op` failed to start: missing config setting `field`"),
         "{}",
         out.stderr
     );

@@ -16,7 +16,10 @@ fn weir_test_runs_one_operator_on_sample_events() {
         .output()
         .unwrap());
     assert!(out.ok, "{}", out.stderr);
-    assert_eq!(out.stdout, "{\"a\":1,\"env\":\"test\"}\n{\"a\":2,\"env\":\"test\"}\n");
+    assert_eq!(
+        out.stdout,
+        "{\"a\":1,\"env\":\"test\"}\n{\"a\":2,\"env\":\"test\"}\n"
+    );
 }
 
 #[test]
@@ -24,22 +27,51 @@ fn weir_inspect_shows_world_version_size_and_digest() {
     let path = plugin("nexmark_q1.wasm");
     let out = ran(weir().arg("inspect").arg(&path).output().unwrap());
     assert!(out.ok, "{}", out.stderr);
-    assert!(out.stdout.contains("world     weir:operator/stateless-operator"), "{}", out.stdout);
-    assert!(out.stdout.contains("contract  weir:operator@0.1.0"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("world     weir:operator/stateless-operator"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("contract  weir:operator@0.1.0"),
+        "{}",
+        out.stdout
+    );
     let size = std::fs::metadata(&path).unwrap().len();
-    assert!(out.stdout.contains(&format!("size      {size} bytes")), "{}", out.stdout);
-    let digest_line = out.stdout.lines().find(|l| l.starts_with("sha256")).unwrap();
+    assert!(
+        out.stdout.contains(&format!("size      {size} bytes")),
+        "{}",
+        out.stdout
+    );
+    let digest_line = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("sha256"))
+        .unwrap();
     assert_eq!(digest_line.split_whitespace().nth(1).unwrap().len(), 64);
 
-    let out = ran(weir().arg("inspect").arg(plugin("not-an-operator.wasm")).output().unwrap());
+    let out = ran(weir()
+        .arg("inspect")
+        .arg(plugin("not-an-operator.wasm"))
+        .output()
+        .unwrap());
     assert!(!out.ok);
-    assert!(out.stdout.contains("none: not a Weir operator"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("none: not a Weir operator"),
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]
 fn every_command_has_help() {
     for command in ["run", "test", "inspect", "bench"] {
         let out = ran(weir().args([command, "--help"]).output().unwrap());
-        assert!(out.ok && out.stdout.contains("Usage: weir"), "{command}: {}", out.stderr);
+        assert!(
+            out.ok && out.stdout.contains("Usage: weir"),
+            "{command}: {}",
+            out.stderr
+        );
     }
 }

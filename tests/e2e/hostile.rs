@@ -14,7 +14,8 @@ fn a_trap_names_operator_and_line_and_keeps_earlier_events() {
     let out = hostile("config = { mode = \"trap\", on = \"boom\" }").run();
     assert!(!out.ok);
     assert!(
-        out.stderr.contains("operator `op` trapped on ") && out.stderr.contains("input.jsonl:3: wasm trap"),
+        out.stderr.contains("operator `op` trapped on ")
+            && out.stderr.contains("input.jsonl:3: wasm trap"),
         "{}",
         out.stderr
     );
@@ -32,7 +33,9 @@ fn a_reported_error_names_the_event() {
     assert!(!out.ok);
     assert!(
         out.stderr.contains("reported an error on ")
-            && out.stderr.contains("input.jsonl:3: refused this event on purpose"),
+            && out
+                .stderr
+                .contains("input.jsonl:3: refused this event on purpose"),
         "{}",
         out.stderr
     );
@@ -45,7 +48,9 @@ fn an_infinite_loop_hits_the_deadline() {
     assert!(!out.ok);
     assert!(
         out.stderr.contains("ran past its CPU deadline on ")
-            && out.stderr.contains("input.jsonl:3: no result within 100 ms"),
+            && out
+                .stderr
+                .contains("input.jsonl:3: no result within 100 ms"),
         "{}",
         out.stderr
     );
@@ -57,7 +62,8 @@ fn unbounded_allocation_hits_the_memory_cap() {
     let out = hostile("memory_mb = 16\nconfig = { mode = \"alloc\", on = \"boom\" }").run();
     assert!(!out.ok);
     assert!(
-        out.stderr.contains("exceeded its memory cap on ") && out.stderr.contains("the cap is 16 MiB"),
+        out.stderr.contains("exceeded its memory cap on ")
+            && out.stderr.contains("the cap is 16 MiB"),
         "{}",
         out.stderr
     );
@@ -83,7 +89,11 @@ fn deep_recursion_is_a_trap_not_a_crash() {
 fn huge_output_hits_the_output_cap() {
     let out = hostile("max_output_mb = 4\nconfig = { mode = \"flood\", on = \"boom\" }").run();
     assert!(!out.ok);
-    assert!(out.stderr.contains("exceeded its output cap"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("exceeded its output cap"),
+        "{}",
+        out.stderr
+    );
     assert_eq!(out.stdout, "{\"n\":1}\n{\"n\":2}\n");
 }
 
@@ -113,8 +123,20 @@ fn guest_stdout_becomes_capped_log_lines() {
     let out = case.run();
     assert!(out.ok, "{}", out.stderr);
     assert_eq!(out.stdout, "{}\n", "guest prints never reach the sink");
-    let logged = out.stderr.lines().filter(|l| l.contains("guest line")).count();
-    assert!(logged > 10 && logged < 200, "{logged} lines logged:\n{}", out.stderr);
+    let logged = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("guest line"))
+        .count();
+    assert!(
+        logged > 10 && logged < 200,
+        "{logged} lines logged:\n{}",
+        out.stderr
+    );
     assert!(out.stderr.contains("operator=op"), "{}", out.stderr);
-    assert!(out.stderr.contains("guest output exceeds its cap"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("guest output exceeds its cap"),
+        "{}",
+        out.stderr
+    );
 }

@@ -120,12 +120,10 @@ pub fn run_batch<O: Operator>(
     for (index, event) in batch.iter().enumerate() {
         let index = u32::try_from(index).unwrap_or(u32::MAX);
         let event = Event::new(event, index);
-        operator
-            .process(&event, out)
-            .map_err(|e| BatchError {
-                message: e.to_string(),
-                event_index: Some(index),
-            })?;
+        operator.process(&event, out).map_err(|e| BatchError {
+            message: e.to_string(),
+            event_index: Some(index),
+        })?;
     }
     Ok(())
 }
@@ -138,9 +136,9 @@ macro_rules! export_operator {
     ($operator:ty) => {
         #[cfg(target_arch = "wasm32")]
         const _: () = {
-            use $crate::__private as weir;
             use weir::bindings::exports::weir::operator::stateless::Guest;
             use weir::bindings::weir::operator::types::{ConfigEntry, OperatorError};
+            use $crate::__private as weir;
 
             ::std::thread_local! {
                 static OPERATOR: ::std::cell::RefCell<::std::option::Option<$operator>> =
@@ -150,21 +148,28 @@ macro_rules! export_operator {
             struct WeirExport;
 
             impl Guest for WeirExport {
-                fn init(config: ::std::vec::Vec<ConfigEntry>) -> ::std::result::Result<(), OperatorError> {
+                fn init(
+                    config: ::std::vec::Vec<ConfigEntry>,
+                ) -> ::std::result::Result<(), OperatorError> {
                     let operator = weir::init::<$operator>(config)?;
-                    OPERATOR.with(|slot| *slot.borrow_mut() = ::std::option::Option::Some(operator));
+                    OPERATOR
+                        .with(|slot| *slot.borrow_mut() = ::std::option::Option::Some(operator));
                     ::std::result::Result::Ok(())
                 }
 
-                fn process(batch: ::std::vec::Vec<u8>) -> ::std::result::Result<::std::vec::Vec<u8>, OperatorError> {
+                fn process(
+                    batch: ::std::vec::Vec<u8>,
+                ) -> ::std::result::Result<::std::vec::Vec<u8>, OperatorError> {
                     OPERATOR.with(|slot| match slot.borrow_mut().as_mut() {
                         ::std::option::Option::Some(operator) => weir::process(operator, &batch),
-                        ::std::option::Option::None => ::std::result::Result::Err(weir::not_initialised()),
+                        ::std::option::Option::None => {
+                            ::std::result::Result::Err(weir::not_initialised())
+                        }
                     })
                 }
             }
 
-            weir::bindings::export!(WeirExport with_types_in weir::bindings);
+    weir::bindings::export!(WeirExport with_types_in weir::bindings);
         };
     };
 }

@@ -30,7 +30,12 @@ pub fn run<O: Operator>(config: &[(&str, &str)], values: &[&str]) -> Result<Vec<
     let mut operator = O::new(&Config::from_pairs(config.iter().copied()))?;
     let mut input = batch::BatchWriter::new();
     for (i, value) in values.iter().enumerate() {
-        input.push(i64::try_from(i).unwrap_or(i64::MAX), None, value.as_bytes(), &[]);
+        input.push(
+            i64::try_from(i).unwrap_or(i64::MAX),
+            None,
+            value.as_bytes(),
+            &[],
+        );
     }
     let input = input.finish();
     let mut out = Output::new();

@@ -132,7 +132,8 @@ fn measure(operators: Vec<Box<dyn Operator>>, batches: &[Vec<u8>]) -> anyhow::Re
                         let out = operator
                             .process(batch)
                             .map_err(|f| anyhow::anyhow!("{}: {}", f.kind, f.message))?;
-                        output_events += u64::from(u32::from_le_bytes([out[0], out[1], out[2], out[3]]));
+                        output_events +=
+                            u64::from(u32::from_le_bytes([out[0], out[1], out[2], out[3]]));
                     }
                     Ok(Measured {
                         cpu: thread_cpu_time() - start,
@@ -143,7 +144,10 @@ fn measure(operators: Vec<Box<dyn Operator>>, batches: &[Vec<u8>]) -> anyhow::Re
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("worker panicked"))))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("worker panicked")))
+            })
             .collect()
     });
     let mut total = Measured {

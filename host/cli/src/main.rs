@@ -126,7 +126,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let op = engine.instantiate(&name, &component, &config, limits)?;
             let file = std::fs::File::open(&input)
                 .with_context(|| format!("cannot open input {}", input.display()))?;
-            let format = if envelope { LineFormat::Envelope } else { LineFormat::Value };
+            let format = if envelope {
+                LineFormat::Envelope
+            } else {
+                LineFormat::Value
+            };
             let pipeline = Pipeline {
                 settings: PipelineSettings::default(),
                 sources: vec![Box::new(JsonLinesSource::new(
@@ -163,7 +167,9 @@ fn inspect(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     println!(
         "world     {}",
         info.world()
-            .map_or("none: not a Weir operator".to_string(), |w| format!("weir:operator/{w}"))
+            .map_or("none: not a Weir operator".to_string(), |w| format!(
+                "weir:operator/{w}"
+            ))
     );
     println!(
         "contract  {}",

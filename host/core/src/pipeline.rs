@@ -365,7 +365,8 @@ mod tests {
 
     #[test]
     fn unknown_keys_name_their_line() {
-        let text = format!("{MINIMAL}\n[[operator]]\nname = \"x\"\ncomponent = \"x.wasm\"\ntimeout = 5\n");
+        let text =
+            format!("{MINIMAL}\n[[operator]]\nname = \"x\"\ncomponent = \"x.wasm\"\ntimeout = 5\n");
         let (line, message) = invalid_line(&text);
         assert_eq!(line, 10, "{message}");
         assert!(message.contains("unknown field `timeout`"), "{message}");
@@ -376,7 +377,10 @@ mod tests {
 
         let (line, message) =
             invalid_line("[[source]]\ntype = \"jsonl\"\npath = \"a\"\nkey_feld = \"u\"\n");
-        assert_eq!(line, 1, "flattened tables report the table's line: {message}");
+        assert_eq!(
+            line, 1,
+            "flattened tables report the table's line: {message}"
+        );
         assert!(message.contains("key_feld"), "{message}");
     }
 
@@ -415,8 +419,19 @@ mod tests {
     #[test]
     fn env_vars_expand_in_component_paths() {
         let lookup = |v: &str| (v == "PLUGINS").then(|| "/p".to_string());
-        assert_eq!(expand_env("${PLUGINS}/q1.wasm", lookup).unwrap(), "/p/q1.wasm");
-        assert!(expand_env("${NOPE}/q1.wasm", lookup).unwrap_err().contains("`NOPE`"));
-        assert!(expand_env("${PLUGINS", lookup).unwrap_err().contains("unclosed"));
+        assert_eq!(
+            expand_env("${PLUGINS}/q1.wasm", lookup).unwrap(),
+            "/p/q1.wasm"
+        );
+        assert!(
+            expand_env("${NOPE}/q1.wasm", lookup)
+                .unwrap_err()
+                .contains("`NOPE`")
+        );
+        assert!(
+            expand_env("${PLUGINS", lookup)
+                .unwrap_err()
+                .contains("unclosed")
+        );
     }
 }

@@ -157,12 +157,11 @@ impl Pipeline {
                 Err(_) => record(&errors, RunError::Panicked("sink")),
             }
         }
-        if let Some(dead) = &self.dead_letters {
-            if let Err(e) = dead.finish() {
-                record(&errors, RunError::DeadLetter(e));
-            }
+        if let Some(Err(e)) = self.dead_letters.as_ref().map(DeadLetters::finish) {
+            record(&errors, RunError::DeadLetter(e));
         }
-        let mut errors = std::mem::take(&mut *errors.lock().unwrap_or_else(PoisonError::into_inner));
+        let mut errors =
+            std::mem::take(&mut *errors.lock().unwrap_or_else(PoisonError::into_inner));
         if !errors.is_empty() {
             return Err(errors.swap_remove(0));
         }
@@ -364,7 +363,11 @@ mod tests {
         }
     }
 
-    fn pipeline(input: &'static str, fail_on: &'static [u8], batch_size: usize) -> (Pipeline, Shared) {
+    fn pipeline(
+        input: &'static str,
+        fail_on: &'static [u8],
+        batch_size: usize,
+    ) -> (Pipeline, Shared) {
         let out = Shared::default();
         let pipeline = Pipeline {
             settings: PipelineSettings {
@@ -379,7 +382,11 @@ mod tests {
                 None,
             ))],
             operators: vec![Box::new(Upper { fail_on })],
-            sinks: vec![Box::new(JsonLinesSink::new("out".into(), out.clone(), LineFormat::Value))],
+            sinks: vec![Box::new(JsonLinesSink::new(
+                "out".into(),
+                out.clone(),
+                LineFormat::Value,
+            ))],
             dead_letters: None,
         };
         (pipeline, out)
@@ -404,7 +411,10 @@ mod tests {
         let input = "\"a\"\n\"b\"\n\"c\"\n\"boom\"\n\"e\"\n";
         let (p, out) = pipeline(input, b"\"boom\"", 3);
         let err = p.run(&Arc::default()).unwrap_err();
-        assert_eq!(err.to_string(), "operator `upper` reported an error on in.jsonl:4: no");
+        assert_eq!(
+            err.to_string(),
+            "operator `upper` reported an error on in.jsonl:4: no"
+        );
         assert_eq!(text(&out), "\"A\"\n\"B\"\n\"C\"\n");
     }
 
@@ -413,7 +423,10 @@ mod tests {
         let input = "\"a\"\n\"b\"\n{oops\n\"d\"\n";
         let (p, out) = pipeline(input, b"", 10);
         let err = p.run(&Arc::default()).unwrap_err();
-        assert!(err.to_string().starts_with("in.jsonl:3: malformed JSON"), "{err}");
+        assert!(
+            err.to_string().starts_with("in.jsonl:3: malformed JSON"),
+            "{err}"
+        );
         assert_eq!(text(&out), "\"A\"\n\"B\"\n");
     }
 }

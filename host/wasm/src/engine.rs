@@ -189,18 +189,24 @@ impl WasmEngine {
         })?;
         check_is_component(path, &bytes)?;
         let digest = hex(&Sha256::digest(&bytes));
-        let component = self.cached_compile(&digest, &bytes).map_err(|e| {
-            WasmError::NotAComponent {
-                path: path.to_path_buf(),
-                reason: format!("invalid component: {e:#}"),
-            }
-        })?;
+        let component =
+            self.cached_compile(&digest, &bytes)
+                .map_err(|e| WasmError::NotAComponent {
+                    path: path.to_path_buf(),
+                    reason: format!("invalid component: {e:#}"),
+                })?;
         let ty = component.component_type();
         let info = ComponentInfo {
             digest,
             size: bytes.len() as u64,
-            exports: ty.exports(&self.engine).map(|(n, _)| n.to_string()).collect(),
-            imports: ty.imports(&self.engine).map(|(n, _)| n.to_string()).collect(),
+            exports: ty
+                .exports(&self.engine)
+                .map(|(n, _)| n.to_string())
+                .collect(),
+            imports: ty
+                .imports(&self.engine)
+                .map(|(n, _)| n.to_string())
+                .collect(),
         };
         Ok((component, info))
     }
@@ -212,7 +218,9 @@ impl WasmEngine {
             return Component::new(&self.engine, bytes);
         };
         let mut hasher = DefaultHasher::new();
-        self.engine.precompile_compatibility_hash().hash(&mut hasher);
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut hasher);
         let file = dir.join(format!("{digest}-{:016x}.cwasm", hasher.finish()));
         if file.exists() {
             // SAFETY: the file is an artifact this engine configuration
@@ -222,7 +230,9 @@ impl WasmEngine {
             let cached = unsafe { Component::deserialize_file(&self.engine, &file) };
             match cached {
                 Ok(component) => return Ok(component),
-                Err(e) => tracing::warn!(file = %file.display(), "ignoring unusable cached component: {e}"),
+                Err(e) => {
+                    tracing::warn!(file = %file.display(), "ignoring unusable cached component: {e}")
+                }
             }
         }
         let component = Component::new(&self.engine, bytes)?;
@@ -244,7 +254,9 @@ fn check_is_component(path: &Path, bytes: &[u8]) -> Result<(), WasmError> {
             "it is a core WebAssembly module; build operators with `--target wasm32-wasip2` so they are components",
         )),
         Some([0, b'a', b's', b'm', ..]) => Err(not("unsupported WebAssembly binary version")),
-        _ => Err(not("it does not start with the WebAssembly magic bytes `\\0asm`")),
+        _ => Err(not(
+            "it does not start with the WebAssembly magic bytes `\\0asm`",
+        )),
     }
 }
 

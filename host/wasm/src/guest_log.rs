@@ -52,7 +52,8 @@ impl GuestLog {
     pub(crate) fn last_stderr(&self) -> Option<String> {
         let state = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
         state.last_stderr.clone().or_else(|| {
-            (!state.partial.is_empty()).then(|| String::from_utf8_lossy(&state.partial).into_owned())
+            (!state.partial.is_empty())
+                .then(|| String::from_utf8_lossy(&state.partial).into_owned())
         })
     }
 
@@ -117,7 +118,11 @@ impl Pollable for GuestLog {
 }
 
 impl tokio::io::AsyncWrite for GuestLog {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         self.accept(buf);
         Poll::Ready(Ok(buf.len()))
     }

@@ -60,7 +60,9 @@ pub enum WasmError {
         reason: String,
     },
     /// The component does not implement the operator contract.
-    #[error("{path} does not implement a Weir operator world: expected an export `{expected}`, found exports [{found}]")]
+    #[error(
+        "{path} does not implement a Weir operator world: expected an export `{expected}`, found exports [{found}]"
+    )]
     WrongWorld {
         /// The file.
         path: PathBuf,
@@ -70,7 +72,9 @@ pub enum WasmError {
         found: String,
     },
     /// The component implements another version of the contract.
-    #[error("{path} was built against contract weir:operator@{found}; this host accepts weir:operator@{expected}")]
+    #[error(
+        "{path} was built against contract weir:operator@{found}; this host accepts weir:operator@{expected}"
+    )]
     ContractVersion {
         /// The file.
         path: PathBuf,

@@ -2,16 +2,16 @@
 
 use std::sync::Arc;
 
-use weir_batch::{Batch, BatchWriter};
-use weir_core::operator::{FailureKind, Operator, OperatorFailure};
 use wasmtime::component::ResourceTable;
 use wasmtime::{Store, Trap};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtxBuilder};
+use weir_batch::{Batch, BatchWriter};
+use weir_core::operator::{FailureKind, Operator, OperatorFailure};
 
+use crate::WasmError;
 use crate::engine::{EPOCH_TICK, HostState, LoadedComponent, WasmEngine};
 use crate::guest_log::GuestLog;
 use crate::limits::{Limits, MemoryCap};
-use crate::WasmError;
 
 pub(crate) mod bindings {
     wasmtime::component::bindgen!({
@@ -275,7 +275,11 @@ impl WasmOperator {
                     return (Some(index), kept.finish(), Some((kind, message)));
                 }
                 Err(CallError::Reported(e)) => {
-                    return (Some(index), kept.finish(), Some((FailureKind::Reported, e.message)));
+                    return (
+                        Some(index),
+                        kept.finish(),
+                        Some((FailureKind::Reported, e.message)),
+                    );
                 }
             }
         }

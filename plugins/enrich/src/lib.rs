@@ -50,7 +50,10 @@ mod tests {
         .unwrap();
         assert_eq!(
             out,
-            [r#"{"z":1,"a":2,"region":"eu"}"#, r#"{"region":"eu","b":true}"#]
+            [
+                r#"{"z":1,"a":2,"region":"eu"}"#,
+                r#"{"region":"eu","b":true}"#
+            ]
         );
     }
 

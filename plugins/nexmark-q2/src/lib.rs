@@ -46,10 +46,7 @@ impl Operator for Q2 {
         if auction % self.modulus != 0 {
             return Ok(());
         }
-        out.emit_json(
-            event,
-            &Selected { auction, price },
-        )
+        out.emit_json(event, &Selected { auction, price })
     }
 }
 

@@ -55,8 +55,8 @@ mod tests {
 
     #[test]
     fn one_event_per_word() {
-        let out = run::<SplitWords>(&[], &[r#"{"text":"Hello, world! It's   me."}"#, r#"{}"#])
-            .unwrap();
+        let out =
+            run::<SplitWords>(&[], &[r#"{"text":"Hello, world! It's   me."}"#, r#"{}"#]).unwrap();
         assert_eq!(
             out,
             [

@@ -89,11 +89,13 @@ impl<'a> Batch<'a> {
         })?;
         let mut cursor = Cursor { bytes, pos: 4 };
         for event in 0..count {
-            cursor.skip_event().map_err(|(offset, reason)| FormatError {
-                event,
-                offset,
-                reason,
-            })?;
+            cursor
+                .skip_event()
+                .map_err(|(offset, reason)| FormatError {
+                    event,
+                    offset,
+                    reason,
+                })?;
         }
         if cursor.pos != bytes.len() {
             return Err(FormatError {
@@ -391,8 +393,10 @@ impl BatchWriter {
     ) {
         self.push_value_with(timestamp, key, len_u32(headers.len()), write_value);
         for (name, value) in headers {
-            self.buf.extend_from_slice(&len_u32(name.len()).to_le_bytes());
-            self.buf.extend_from_slice(&len_u32(value.len()).to_le_bytes());
+            self.buf
+                .extend_from_slice(&len_u32(name.len()).to_le_bytes());
+            self.buf
+                .extend_from_slice(&len_u32(value.len()).to_le_bytes());
             self.buf.extend_from_slice(name);
             self.buf.extend_from_slice(value);
         }
@@ -434,7 +438,8 @@ impl BatchWriter {
         self.buf.extend_from_slice(&timestamp.to_le_bytes());
         let key_len = key.map_or(NO_KEY, |k| len_u32(k.len()));
         self.buf.extend_from_slice(&key_len.to_le_bytes());
-        self.buf.extend_from_slice(&len_u32(value_len).to_le_bytes());
+        self.buf
+            .extend_from_slice(&len_u32(value_len).to_le_bytes());
         self.buf.extend_from_slice(&headers.to_le_bytes());
         if let Some(key) = key {
             self.buf.extend_from_slice(key);
@@ -527,8 +532,14 @@ mod tests {
         assert!(w.is_empty());
         w.push(2, None, b"y", &[]);
         let second = w.finish_into();
-        assert_eq!(Batch::new(&first).unwrap().iter().next().unwrap().value, b"x");
-        assert_eq!(Batch::new(&second).unwrap().iter().next().unwrap().value, b"y");
+        assert_eq!(
+            Batch::new(&first).unwrap().iter().next().unwrap().value,
+            b"x"
+        );
+        assert_eq!(
+            Batch::new(&second).unwrap().iter().next().unwrap().value,
+            b"y"
+        );
     }
 
     #[test]

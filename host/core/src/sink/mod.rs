@@ -127,11 +127,12 @@ impl<W: Write + Send> JsonLinesSink<W> {
 impl<W: Write + Send> Sink for JsonLinesSink<W> {
     fn write(&mut self, batch: &Batch<'_>) -> Result<(), SinkError> {
         for event in batch.iter() {
-            self.encode(&event).map_err(|reason| SinkError::Unwritable {
-                sink: self.name.clone(),
-                event: self.summary.events,
-                reason,
-            })?;
+            self.encode(&event)
+                .map_err(|reason| SinkError::Unwritable {
+                    sink: self.name.clone(),
+                    event: self.summary.events,
+                    reason,
+                })?;
             self.out
                 .write_all(&self.line)
                 .map_err(|source| SinkError::Io {

@@ -276,7 +276,10 @@ mod tests {
         let b = rows(&mut NexmarkSource::new(Some(100), 1000, false), 100);
         assert_eq!(a, b);
         assert_eq!(a[0]["type"], "person");
-        assert!(a.iter().any(|e| e["type"] == "bid" && e["auction"].is_u64()));
+        assert!(
+            a.iter()
+                .any(|e| e["type"] == "bid" && e["auction"].is_u64())
+        );
         let bids = rows(&mut NexmarkSource::new(Some(10), 1000, true), 100);
         assert!(bids.iter().all(|e| e["type"] == "bid"));
     }

@@ -303,7 +303,10 @@ mod tests {
         let first = s.next_batch(10).unwrap().unwrap();
         assert_eq!(values(&first), ["{\"a\":1}"]);
         let err = s.next_batch(10).unwrap_err();
-        assert!(err.to_string().starts_with("in.jsonl:2: malformed JSON"), "{err}");
+        assert!(
+            err.to_string().starts_with("in.jsonl:2: malformed JSON"),
+            "{err}"
+        );
         assert!(s.next_batch(10).unwrap().is_none());
     }
 
@@ -313,7 +316,10 @@ mod tests {
             key_field: Some("user".into()),
             time_field: Some("ts".into()),
         };
-        let mut s = source("{\"user\":\"ann\",\"ts\":17}\n{\"user\":7,\"ts\":18}\n", fields.clone());
+        let mut s = source(
+            "{\"user\":\"ann\",\"ts\":17}\n{\"user\":7,\"ts\":18}\n",
+            fields.clone(),
+        );
         let batch = s.next_batch(10).unwrap().unwrap();
         let decoded = Batch::new(&batch.bytes).unwrap();
         let events: Vec<_> = decoded.iter().collect();
