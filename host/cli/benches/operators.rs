@@ -4,6 +4,10 @@
 //! `WEIR_PLUGINS=$(tests/build-plugins.sh) cargo bench -p weir-cli --bench operators`
 
 #![allow(clippy::expect_used, reason = "benchmark set-up: fail loudly")]
+#![allow(
+    missing_docs,
+    reason = "criterion_group! generates an undocumented pub fn"
+)]
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
