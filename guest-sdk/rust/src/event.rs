@@ -166,7 +166,7 @@ impl<'a> Emit<'a> {
 /// The events an operator emits for one batch, encoded in place.
 #[derive(Debug, Clone, Default)]
 pub struct Output {
-    writer: BatchWriter,
+    pub(crate) writer: BatchWriter,
 }
 
 impl Output {

@@ -53,7 +53,9 @@
 
 mod config;
 mod event;
+pub mod keyed;
 pub mod testing;
+pub mod window;
 
 pub use config::{Config, Error};
 pub use event::{Emit, Event, Output};
@@ -136,13 +138,69 @@ macro_rules! export_operator {
     ($operator:ty) => {
         #[cfg(target_arch = "wasm32")]
         const _: () = {
-            use weir::bindings::exports::weir::operator::stateless::Guest;
-            use weir::bindings::weir::operator::types::{ConfigEntry, OperatorError};
+            use weir::stateless::exports::weir::operator::stateless::Guest;
+            use weir::stateless::weir::operator::types::{ConfigEntry, OperatorError};
             use $crate::__private as weir;
 
-            ::std::thread_local! {
-                static OPERATOR: ::std::cell::RefCell<::std::option::Option<$operator>> =
-                    const { ::std::cell::RefCell::new(::std::option::Option::None) };
+            $crate::__weir_instance!($operator);
+
+            struct WeirExport;
+
+            impl Guest for WeirExport {
+                fn init(
+                    config: ::std::vec::Vec<ConfigEntry>,
+                ) -> ::std::result::Result<(), OperatorError> {
+                    let config = weir::config(config.into_iter().map(|e| (e.key, e.value)));
+                    let instance = <$operator as $crate::Operator>::new(&config).map_err(|e| {
+                        OperatorError {
+                            message: e.to_string(),
+                            event_index: None,
+                        }
+                    })?;
+                    INSTANCE
+                        .with(|slot| *slot.borrow_mut() = ::std::option::Option::Some(instance));
+                    ::std::result::Result::Ok(())
+                }
+
+                fn process(
+                    batch: ::std::vec::Vec<u8>,
+                ) -> ::std::result::Result<::std::vec::Vec<u8>, OperatorError> {
+                    with_instance(|operator| {
+                        let mut out = $crate::Output::with_capacity(batch.len());
+                        $crate::run_batch(operator, &batch, &mut out)?;
+                        ::std::result::Result::Ok(out.finish())
+                    })
+                    .map_err(|e| OperatorError {
+                        message: e.message,
+                        event_index: e.event_index,
+                    })
+                }
+            }
+
+    weir::stateless::export!(WeirExport with_types_in weir::stateless);
+        };
+    };
+}
+
+/// Exports a [`window::Aggregate`] type as the component's
+/// `weir:operator/aggregate` implementation (see [`export_operator!`]).
+#[macro_export]
+macro_rules! export_aggregate {
+    ($aggregate:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            use weir::aggregate::exports::weir::operator::aggregate::Guest;
+            use weir::aggregate::weir::operator::types::{ConfigEntry, OperatorError};
+            use $crate::__private as weir;
+            use $crate::window as w;
+
+            $crate::__weir_instance!($aggregate);
+
+            fn error(e: $crate::BatchError) -> OperatorError {
+                OperatorError {
+                    message: e.message,
+                    event_index: e.event_index,
+                }
             }
 
             struct WeirExport;
@@ -151,37 +209,179 @@ macro_rules! export_operator {
                 fn init(
                     config: ::std::vec::Vec<ConfigEntry>,
                 ) -> ::std::result::Result<(), OperatorError> {
-                    let operator = weir::init::<$operator>(config)?;
-                    OPERATOR
-                        .with(|slot| *slot.borrow_mut() = ::std::option::Option::Some(operator));
+                    let config = weir::config(config.into_iter().map(|e| (e.key, e.value)));
+                    let instance =
+                        <$aggregate as w::Aggregate>::new(&config).map_err(|e| OperatorError {
+                            message: e.to_string(),
+                            event_index: None,
+                        })?;
+                    INSTANCE
+                        .with(|slot| *slot.borrow_mut() = ::std::option::Option::Some(instance));
+                    ::std::result::Result::Ok(())
+                }
+
+                fn add(
+                    accumulators: ::std::vec::Vec<u8>,
+                    events: ::std::vec::Vec<u8>,
+                    assignments: ::std::vec::Vec<u32>,
+                ) -> ::std::result::Result<::std::vec::Vec<u8>, OperatorError> {
+                    with_instance(|a| w::run_add(a, &accumulators, &events, &assignments))
+                        .map_err(error)
+                }
+
+                fn merge(
+                    left: ::std::vec::Vec<u8>,
+                    right: ::std::vec::Vec<u8>,
+                ) -> ::std::result::Result<::std::vec::Vec<u8>, OperatorError> {
+                    with_instance(|a| w::run_merge(a, &left, &right)).map_err(error)
+                }
+
+                fn get_result(
+                    windows: ::std::vec::Vec<u8>,
+                ) -> ::std::result::Result<::std::vec::Vec<u8>, OperatorError> {
+                    with_instance(|a| {
+                        let mut out = $crate::Output::new();
+                        w::run_result(a, &windows, &mut out)?;
+                        ::std::result::Result::Ok(out.finish())
+                    })
+                    .map_err(error)
+                }
+            }
+
+    weir::aggregate::export!(WeirExport with_types_in weir::aggregate);
+        };
+    };
+}
+
+/// Exports a [`window::WindowFunction`] type as the component's
+/// `weir:operator/window` implementation (see [`export_operator!`]).
+#[macro_export]
+macro_rules! export_window {
+    ($function:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            use weir::window::exports::weir::operator::window::Guest;
+            use weir::window::weir::operator::types::{ConfigEntry, OperatorError};
+            use $crate::__private as weir;
+
+            $crate::__weir_instance!($function);
+
+            struct WeirExport;
+
+            impl Guest for WeirExport {
+                fn init(
+                    config: ::std::vec::Vec<ConfigEntry>,
+                ) -> ::std::result::Result<(), OperatorError> {
+                    let config = weir::config(config.into_iter().map(|e| (e.key, e.value)));
+                    let instance = <$function as $crate::window::WindowFunction>::new(&config)
+                        .map_err(|e| OperatorError {
+                            message: e.to_string(),
+                            event_index: None,
+                        })?;
+                    INSTANCE
+                        .with(|slot| *slot.borrow_mut() = ::std::option::Option::Some(instance));
                     ::std::result::Result::Ok(())
                 }
 
                 fn process(
-                    batch: ::std::vec::Vec<u8>,
+                    windows: ::std::vec::Vec<u8>,
                 ) -> ::std::result::Result<::std::vec::Vec<u8>, OperatorError> {
-                    OPERATOR.with(|slot| match slot.borrow_mut().as_mut() {
-                        ::std::option::Option::Some(operator) => weir::process(operator, &batch),
-                        ::std::option::Option::None => {
-                            ::std::result::Result::Err(weir::not_initialised())
+                    with_instance(|f| {
+                        let mut out = $crate::Output::new();
+                        $crate::window::run_windows(f, &windows, &mut out)?;
+                        ::std::result::Result::Ok(out.finish())
+                    })
+                    .map_err(|e| OperatorError {
+                        message: e.message,
+                        event_index: e.event_index,
+                    })
+                }
+            }
+
+    weir::window::export!(WeirExport with_types_in weir::window);
+        };
+    };
+}
+
+/// Exports a [`keyed::KeyedProcess`] type as the component's
+/// `weir:operator/keyed-process` implementation (see [`export_operator!`]).
+#[macro_export]
+macro_rules! export_keyed_process {
+    ($function:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            use weir::keyed::exports::weir::operator::keyed_process::Guest;
+            use weir::keyed::weir::operator::types::{ConfigEntry, OperatorError};
+            use $crate::__private as weir;
+
+            $crate::__weir_instance!($function);
+
+            struct WeirExport;
+
+            impl Guest for WeirExport {
+                fn init(
+                    config: ::std::vec::Vec<ConfigEntry>,
+                ) -> ::std::result::Result<(), OperatorError> {
+                    let config = weir::config(config.into_iter().map(|e| (e.key, e.value)));
+                    let instance = <$function as $crate::keyed::KeyedProcess>::new(&config)
+                        .map_err(|e| OperatorError {
+                            message: e.to_string(),
+                            event_index: None,
+                        })?;
+                    INSTANCE
+                        .with(|slot| *slot.borrow_mut() = ::std::option::Option::Some(instance));
+                    ::std::result::Result::Ok(())
+                }
+
+                fn process(
+                    call: ::std::vec::Vec<u8>,
+                ) -> ::std::result::Result<::std::vec::Vec<u8>, OperatorError> {
+                    with_instance(|f| $crate::keyed::run_keyed(f, &call)).map_err(|e| {
+                        OperatorError {
+                            message: e.message,
+                            event_index: e.event_index,
                         }
                     })
                 }
             }
 
-    weir::bindings::export!(WeirExport with_types_in weir::bindings);
+    weir::keyed::export!(WeirExport with_types_in weir::keyed);
         };
     };
 }
 
-/// Support for [`export_operator!`]; not a public API.
+/// The per-instance slot the export macros keep the user's type in.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __weir_instance {
+    ($ty:ty) => {
+        ::std::thread_local! {
+            static INSTANCE: ::std::cell::RefCell<::std::option::Option<$ty>> =
+                const { ::std::cell::RefCell::new(::std::option::Option::None) };
+        }
+
+        fn with_instance<R>(
+            f: impl FnOnce(&mut $ty) -> ::std::result::Result<R, $crate::BatchError>,
+        ) -> ::std::result::Result<R, $crate::BatchError> {
+            INSTANCE.with(|slot| match slot.borrow_mut().as_mut() {
+                ::std::option::Option::Some(instance) => f(instance),
+                ::std::option::Option::None => ::std::result::Result::Err($crate::BatchError {
+                    message: "called before init".to_string(),
+                    event_index: ::std::option::Option::None,
+                }),
+            })
+        }
+    };
+}
+
+/// Support for the export macros; not a public API.
 #[doc(hidden)]
 #[cfg(target_arch = "wasm32")]
 pub mod __private {
-    use crate::{Config, Operator, Output};
+    use crate::Config;
 
     #[allow(missing_docs, unsafe_code, reason = "generated component bindings")]
-    pub mod bindings {
+    pub mod stateless {
         wit_bindgen::generate!({
             path: "../../wit",
             world: "stateless-operator",
@@ -189,29 +389,34 @@ pub mod __private {
         });
     }
 
-    use bindings::weir::operator::types::{ConfigEntry, OperatorError};
-
-    pub fn init<O: Operator>(config: Vec<ConfigEntry>) -> Result<O, OperatorError> {
-        let config = Config::from_pairs(config.into_iter().map(|e| (e.key, e.value)));
-        O::new(&config).map_err(|e| OperatorError {
-            message: e.to_string(),
-            event_index: None,
-        })
+    #[allow(missing_docs, unsafe_code, reason = "generated component bindings")]
+    pub mod aggregate {
+        wit_bindgen::generate!({
+            path: "../../wit",
+            world: "aggregate-operator",
+            pub_export_macro: true,
+        });
     }
 
-    pub fn process<O: Operator>(operator: &mut O, batch: &[u8]) -> Result<Vec<u8>, OperatorError> {
-        let mut out = Output::with_capacity(batch.len());
-        crate::run_batch(operator, batch, &mut out).map_err(|e| OperatorError {
-            message: e.message,
-            event_index: e.event_index,
-        })?;
-        Ok(out.finish())
+    #[allow(missing_docs, unsafe_code, reason = "generated component bindings")]
+    pub mod window {
+        wit_bindgen::generate!({
+            path: "../../wit",
+            world: "window-operator",
+            pub_export_macro: true,
+        });
     }
 
-    pub fn not_initialised() -> OperatorError {
-        OperatorError {
-            message: "process called before init".to_string(),
-            event_index: None,
-        }
+    #[allow(missing_docs, unsafe_code, reason = "generated component bindings")]
+    pub mod keyed {
+        wit_bindgen::generate!({
+            path: "../../wit",
+            world: "keyed-process-operator",
+            pub_export_macro: true,
+        });
+    }
+
+    pub fn config(pairs: impl Iterator<Item = (String, String)>) -> Config {
+        Config::from_pairs(pairs)
     }
 }

@@ -37,6 +37,15 @@
 
 use std::fmt;
 
+pub mod keyed;
+pub mod window;
+
+/// The event count of an encoded batch, read without validating the rest
+/// (0 for a buffer too short to hold one).
+pub fn event_count(bytes: &[u8]) -> usize {
+    read_u32(bytes, 0).map_or(0, |n| n as usize)
+}
+
 /// Marks an event without a key in the `key_len` field.
 pub const NO_KEY: u32 = u32::MAX;
 

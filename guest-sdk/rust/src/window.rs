@@ -1,0 +1,274 @@
+//! Window operators: incremental aggregates and whole-window functions.
+//!
+//! The host assigns events to keyed event-time windows, keeps the state
+//! and fires windows when the watermark passes their end; the guest only
+//! says how to fold events ([`Aggregate`]) or what to make of a window's
+//! events ([`WindowFunction`]).
+//!
+//! ```
+//! use weir_guest::window::{Aggregate, Window};
+//! use weir_guest::{Config, Error, Event, Output};
+//!
+//! /// Counts events per key and window.
+//! struct Count;
+//!
+//! impl Aggregate for Count {
+//!     type Acc = u64;
+//!     fn new(_: &Config) -> Result<Self, Error> { Ok(Count) }
+//!     fn add(&mut self, acc: &mut u64, _event: &Event<'_>) -> Result<(), Error> {
+//!         *acc += 1;
+//!         Ok(())
+//!     }
+//!     fn merge(&mut self, acc: &mut u64, other: u64) { *acc += other; }
+//!     fn result(&mut self, window: &Window<'_>, acc: u64, out: &mut Output) -> Result<(), Error> {
+//!         window.emit_json(out, &serde_json::json!({
+//!             "key": window.key_str()?, "count": acc,
+//!             "window_start": window.start, "window_end": window.end,
+//!         }))
+//!     }
+//! }
+//!
+//! weir_guest::export_aggregate!(Count);
+//!
+//! // Natively, with a tumbling 10 ms window and the watermark at the end:
+//! let out = weir_guest::testing::run_aggregate::<Count>(
+//!     &[], 10, &[("a", 1, "{}"), ("a", 4, "{}"), ("b", 12, "{}")],
+//! )?;
+//! assert_eq!(out[0], r#"{"count":2,"key":"a","window_end":10,"window_start":0}"#);
+//! # Ok::<(), weir_guest::Error>(())
+//! ```
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::batch::window::{FiredWindows, Slots, SlotsWriter};
+use crate::batch::{Batch, EventRef};
+use crate::{BatchError, Config, Error, Event, Output};
+
+/// A window that fires: its key and bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window<'a> {
+    /// First millisecond in the window.
+    pub start: i64,
+    /// First millisecond after it.
+    pub end: i64,
+    /// The key (`None` for a window over all events).
+    pub key: Option<&'a [u8]>,
+}
+
+impl<'a> Window<'a> {
+    /// The key as text (empty for a window without a key).
+    ///
+    /// # Errors
+    /// A key that is not UTF-8.
+    pub fn key_str(&self) -> Result<&'a str, Error> {
+        Ok(std::str::from_utf8(self.key.unwrap_or_default())?)
+    }
+
+    /// Emits `value` as JSON with the window's key and the window's last
+    /// millisecond as event time (where Flink puts window results).
+    ///
+    /// # Errors
+    /// `value` cannot be serialized.
+    pub fn emit_json<T: Serialize + ?Sized>(
+        &self,
+        out: &mut Output,
+        value: &T,
+    ) -> Result<(), Error> {
+        let mut result = Ok(());
+        out.writer.push_with(self.end - 1, self.key, &[], |buf| {
+            result = serde_json::to_writer(&mut *buf, value);
+        });
+        result.map_err(Error::from)
+    }
+}
+
+/// An incremental aggregate over keyed windows (Flink's
+/// `AggregateFunction`). The host stores one `Acc` per key and window,
+/// encoded with `postcard`, so it survives restarts and rescaling.
+pub trait Aggregate: Sized + 'static {
+    /// The accumulator; `Default` is the empty one.
+    type Acc: Serialize + DeserializeOwned + Default;
+
+    /// Builds the aggregate from its configuration.
+    ///
+    /// # Errors
+    /// A missing or unparsable setting.
+    fn new(config: &Config) -> Result<Self, Error>;
+
+    /// Folds one event into `acc`.
+    ///
+    /// # Errors
+    /// An event the aggregate cannot handle.
+    fn add(&mut self, acc: &mut Self::Acc, event: &Event<'_>) -> Result<(), Error>;
+
+    /// Folds `other` into `acc` (two session windows joined).
+    fn merge(&mut self, acc: &mut Self::Acc, other: Self::Acc);
+
+    /// Emits the result of a window that fires.
+    ///
+    /// # Errors
+    /// The result cannot be built.
+    fn result(
+        &mut self,
+        window: &Window<'_>,
+        acc: Self::Acc,
+        out: &mut Output,
+    ) -> Result<(), Error>;
+}
+
+/// A function over all events of a window (Flink's
+/// `ProcessWindowFunction`), for logic that is not incremental.
+pub trait WindowFunction: Sized + 'static {
+    /// Builds the function from its configuration.
+    ///
+    /// # Errors
+    /// A missing or unparsable setting.
+    fn new(config: &Config) -> Result<Self, Error>;
+
+    /// Handles a window that fires with all its events, in timestamp order.
+    ///
+    /// # Errors
+    /// The window cannot be handled.
+    fn process(
+        &mut self,
+        window: &Window<'_>,
+        events: &[Event<'_>],
+        out: &mut Output,
+    ) -> Result<(), Error>;
+}
+
+fn batch_error(message: String, index: Option<u32>) -> BatchError {
+    BatchError {
+        message,
+        event_index: index,
+    }
+}
+
+fn decode<T: DeserializeOwned + Default>(slot: Option<&[u8]>) -> Result<T, BatchError> {
+    match slot {
+        None => Ok(T::default()),
+        Some(bytes) => postcard::from_bytes(bytes)
+            .map_err(|e| batch_error(format!("cannot decode an accumulator: {e}"), None)),
+    }
+}
+
+fn encode<T: Serialize>(acc: &T, out: &mut SlotsWriter) -> Result<(), BatchError> {
+    let mut result = Ok(());
+    out.push_with(|buf| {
+        result = postcard::to_io(acc, &mut *buf).map(|_| ());
+    });
+    result.map_err(|e| batch_error(format!("cannot encode an accumulator: {e}"), None))
+}
+
+/// What the component's `add` does: decodes the accumulators, folds each
+/// assigned event in, encodes them again.
+///
+/// # Errors
+/// Malformed buffers, or the first event `aggregate` rejected.
+pub fn run_add<A: Aggregate>(
+    aggregate: &mut A,
+    accumulators: &[u8],
+    events: &[u8],
+    assignments: &[u32],
+) -> Result<Vec<u8>, BatchError> {
+    let slots = Slots::new(accumulators).map_err(|e| batch_error(e.to_string(), None))?;
+    let mut accs = slots
+        .iter()
+        .map(decode::<A::Acc>)
+        .collect::<Result<Vec<_>, _>>()?;
+    let batch = Batch::new(events).map_err(|e| batch_error(e.to_string(), None))?;
+    let events: Vec<EventRef<'_>> = batch.iter().collect();
+    for pair in assignments.chunks_exact(2) {
+        let (index, group) = (pair[0], pair[1] as usize);
+        let event = events
+            .get(index as usize)
+            .ok_or_else(|| batch_error(format!("no event #{index}"), None))?;
+        let acc = accs
+            .get_mut(group)
+            .ok_or_else(|| batch_error(format!("no accumulator #{group}"), None))?;
+        aggregate
+            .add(acc, &Event::new(*event, index))
+            .map_err(|e| batch_error(e.to_string(), Some(index)))?;
+    }
+    let mut out = SlotsWriter::with_capacity(accumulators.len() + 8 * accs.len());
+    for acc in &accs {
+        encode(acc, &mut out)?;
+    }
+    Ok(out.finish())
+}
+
+/// What the component's `merge` does.
+///
+/// # Errors
+/// Malformed buffers or accumulators.
+pub fn run_merge<A: Aggregate>(
+    aggregate: &mut A,
+    left: &[u8],
+    right: &[u8],
+) -> Result<Vec<u8>, BatchError> {
+    let left = Slots::new(left).map_err(|e| batch_error(e.to_string(), None))?;
+    let right = Slots::new(right).map_err(|e| batch_error(e.to_string(), None))?;
+    let mut out = SlotsWriter::new();
+    for (l, r) in left.iter().zip(right.iter()) {
+        let mut acc: A::Acc = decode(l)?;
+        aggregate.merge(&mut acc, decode(r)?);
+        encode(&acc, &mut out)?;
+    }
+    Ok(out.finish())
+}
+
+/// What the component's `result` does.
+///
+/// # Errors
+/// Malformed buffers, or the first window `aggregate` failed on.
+pub fn run_result<A: Aggregate>(
+    aggregate: &mut A,
+    windows: &[u8],
+    out: &mut Output,
+) -> Result<(), BatchError> {
+    let fired = FiredWindows::new(windows).map_err(|e| batch_error(e.to_string(), None))?;
+    for (index, w) in fired.iter().enumerate() {
+        let index = u32::try_from(index).unwrap_or(u32::MAX);
+        let acc: A::Acc = decode(Some(w.payload))?;
+        let window = Window {
+            start: w.start,
+            end: w.end,
+            key: w.key,
+        };
+        aggregate
+            .result(&window, acc, out)
+            .map_err(|e| batch_error(e.to_string(), Some(index)))?;
+    }
+    Ok(())
+}
+
+/// What the component's `process` does for a whole-window function.
+///
+/// # Errors
+/// Malformed buffers, or the first window `function` failed on.
+pub fn run_windows<F: WindowFunction>(
+    function: &mut F,
+    windows: &[u8],
+    out: &mut Output,
+) -> Result<(), BatchError> {
+    let fired = FiredWindows::new(windows).map_err(|e| batch_error(e.to_string(), None))?;
+    for (index, w) in fired.iter().enumerate() {
+        let index = u32::try_from(index).unwrap_or(u32::MAX);
+        let batch = Batch::new(w.payload).map_err(|e| batch_error(e.to_string(), Some(index)))?;
+        let events: Vec<Event<'_>> = batch
+            .iter()
+            .enumerate()
+            .map(|(i, e)| Event::new(e, u32::try_from(i).unwrap_or(u32::MAX)))
+            .collect();
+        let window = Window {
+            start: w.start,
+            end: w.end,
+            key: w.key,
+        };
+        function
+            .process(&window, &events, out)
+            .map_err(|e| batch_error(e.to_string(), Some(index)))?;
+    }
+    Ok(())
+}
