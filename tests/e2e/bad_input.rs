@@ -83,7 +83,8 @@ fn a_component_of_the_wrong_world_names_expected_and_found() {
     let out = case.run();
     assert!(!out.ok);
     assert!(
-        out.stderr.contains("does not implement a Weir operator world: expected an export `weir:operator/stateless@0.1.0`, found exports [wasi:cli/run@"),
+        out.stderr.contains("does not implement a Weir operator world: expected an export `weir:operator/stateless@0.1.1` or `weir:operator/aggregate@0.1.1`")
+            && out.stderr.contains("found exports [wasi:cli/run@"),
         "{}",
         out.stderr
     );
@@ -96,7 +97,7 @@ fn a_component_of_another_contract_version_names_both_versions() {
     assert!(!out.ok);
     assert!(
         out.stderr.contains(
-            "built against contract weir:operator@0.0.9; this host accepts weir:operator@0.1.0"
+            "built against contract weir:operator@0.0.9; this host accepts weir:operator@0.1.x"
         ),
         "{}",
         out.stderr
@@ -136,4 +137,12 @@ fn bad_operator_config_fails_at_start_with_the_operators_message() {
         out.stderr
     );
     let _ = plugin("enrich.wasm");
+}
+
+#[test]
+fn a_component_built_against_an_older_compatible_contract_still_runs() {
+    let case = Case::new(&one_operator("contract_0_1_0.wasm", ""), FOUR_LINES);
+    let out = case.run();
+    assert!(out.ok, "{}", out.stderr);
+    assert_eq!(out.stdout.lines().count(), 4, "{}", out.stdout);
 }

@@ -28,13 +28,12 @@ fn weir_inspect_shows_world_version_size_and_digest() {
     let out = ran(weir().arg("inspect").arg(&path).output().unwrap());
     assert!(out.ok, "{}", out.stderr);
     assert!(
-        out.stdout
-            .contains("world     weir:operator/stateless-operator"),
+        out.stdout.contains("world     stateless-operator"),
         "{}",
         out.stdout
     );
     assert!(
-        out.stdout.contains("contract  weir:operator@0.1.0"),
+        out.stdout.contains("contract  weir:operator@0.1.1"),
         "{}",
         out.stdout
     );

@@ -10,6 +10,7 @@
 
 mod bad_input;
 mod cli;
+mod event_time;
 mod golden;
 mod hostile;
 mod support;

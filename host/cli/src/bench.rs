@@ -16,6 +16,7 @@ use weir_core::source::BidGenerator;
 use weir_guest::Output;
 use weir_wasm::{Limits, WasmEngine};
 
+use crate::bench_window::{self, WindowWorkload};
 use crate::cpu::thread_cpu_time;
 
 /// Arguments of `weir bench`.
@@ -30,12 +31,15 @@ pub struct BenchArgs {
     /// Pre-generated bid-shaped events per run.
     #[arg(long, default_value_t = 1_000_000)]
     events: u64,
-    /// Batch sizes, comma-separated.
-    #[arg(long, value_delimiter = ',', default_values_t = vec![1, 16, 256, 4096])]
+    /// Batch sizes, comma-separated (default: 1,16,256,4096 for q1/q2,
+    /// 1024 for tumble/q5).
+    #[arg(long, value_delimiter = ',')]
     batch: Vec<usize>,
-    /// Worker threads, each with its own operator instance.
-    #[arg(long, default_value_t = 1)]
-    parallelism: usize,
+    /// Parallelism, comma-separated: worker threads with their own operator
+    /// instance (q1/q2), or subtasks per keyed stage (tumble/q5). Default:
+    /// 1 for q1/q2, 1,2 for tumble/q5.
+    #[arg(long, value_delimiter = ',')]
+    parallelism: Vec<usize>,
     /// Directory holding the built plugins (default: $WEIR_PLUGINS; the
     /// script tests/build-plugins.sh builds them and prints it).
     #[arg(long)]
@@ -48,6 +52,10 @@ enum Workload {
     Q1,
     /// Nexmark q2: auction % 123 == 0 (a filter).
     Q2,
+    /// Bids per auction in 10 s tumbling windows (a whole pipeline).
+    Tumble,
+    /// Nexmark q5, hot items: sliding 10 s / 2 s windows (a whole pipeline).
+    Q5,
 }
 
 impl Workload {
@@ -55,6 +63,16 @@ impl Workload {
         match self {
             Workload::Q1 => "q1",
             Workload::Q2 => "q2",
+            Workload::Tumble => "tumble",
+            Workload::Q5 => "q5",
+        }
+    }
+
+    fn windowed(self) -> Option<WindowWorkload> {
+        match self {
+            Workload::Tumble => Some(WindowWorkload::Tumble),
+            Workload::Q5 => Some(WindowWorkload::Q5),
+            Workload::Q1 | Workload::Q2 => None,
         }
     }
 
@@ -62,6 +80,7 @@ impl Workload {
         match self {
             Workload::Q1 => "nexmark_q1.wasm",
             Workload::Q2 => "nexmark_q2.wasm",
+            Workload::Tumble | Workload::Q5 => "window_count.wasm",
         }
     }
 
@@ -70,6 +89,7 @@ impl Workload {
         Ok(match self {
             Workload::Q1 => Box::new(Native::new("q1", nexmark_q1::Q1::new(&config)?)),
             Workload::Q2 => Box::new(Native::new("q2", nexmark_q2::Q2::new(&config)?)),
+            Workload::Tumble | Workload::Q5 => anyhow::bail!("a whole-pipeline workload"),
         })
     }
 }
@@ -132,8 +152,7 @@ fn measure(operators: Vec<Box<dyn Operator>>, batches: &[Vec<u8>]) -> anyhow::Re
                         let out = operator
                             .process(batch)
                             .map_err(|f| anyhow::anyhow!("{}: {}", f.kind, f.message))?;
-                        output_events +=
-                            u64::from(u32::from_le_bytes([out[0], out[1], out[2], out[3]]));
+                        output_events += weir_batch::event_count(&out) as u64;
                     }
                     Ok(Measured {
                         cpu: thread_cpu_time() - start,
@@ -197,48 +216,97 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         .clone()
         .or_else(|| std::env::var_os("WEIR_PLUGINS").map(PathBuf::from))
         .context("where are the plugins? pass --plugins DIR or set WEIR_PLUGINS (tests/build-plugins.sh builds them and prints the directory)")?;
-    anyhow::ensure!(args.parallelism >= 1, "--parallelism must be at least 1");
+    let windowed = args.workload.windowed();
+    let batches_to_run = match (&args.batch[..], windowed) {
+        ([], None) => vec![1, 16, 256, 4096],
+        ([], Some(_)) => vec![1024],
+        (given, _) => given.to_vec(),
+    };
+    let parallelisms = match (&args.parallelism[..], windowed) {
+        ([], None) => vec![1],
+        ([], Some(_)) => vec![1, 2],
+        (given, _) => given.to_vec(),
+    };
+    anyhow::ensure!(
+        parallelisms.iter().chain(&batches_to_run).all(|n| *n >= 1),
+        "batch sizes and parallelism must be at least 1"
+    );
     let engine = WasmEngine::new(WasmEngine::default_cache_dir())?;
-    let component = engine.load(&dir.join(args.workload.plugin()))?;
     let mut rows = Vec::new();
-    for &batch in &args.batch {
-        anyhow::ensure!(batch >= 1, "batch sizes must be at least 1");
-        let batches = pregenerate(args.events, batch);
-        let natives = (0..args.parallelism)
-            .map(|_| args.workload.native())
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let native = measure(natives, &batches)?;
-        let wasms = (0..args.parallelism)
-            .map(|_| {
-                engine
-                    .instantiate(args.workload.name(), &component, &[], Limits::default())
-                    .map(|op| Box::new(op) as Box<dyn Operator>)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let wasm = measure(wasms, &batches)?;
-        anyhow::ensure!(
-            native.output_events == wasm.output_events,
-            "wasm and native disagree: {} vs {} output events",
-            wasm.output_events,
-            native.output_events
-        );
-        let native_secs = native.cpu.as_secs_f64();
-        for (variant, m) in [("native", &native), ("wasm", &wasm)] {
-            let cpu_seconds = m.cpu.as_secs_f64();
-            rows.push(Row {
-                workload: args.workload.name(),
-                variant,
-                batch,
-                parallelism: args.parallelism,
-                events: args.events,
-                output_events: m.output_events,
-                cpu_seconds,
-                ratio_to_native: native_secs / cpu_seconds.max(1e-9),
-            });
+    if let Some(workload) = windowed {
+        for &batch in &batches_to_run {
+            let native = bench_window::native(workload, args.events, batch)?;
+            let mut push = |variant, parallelism, m: &bench_window::Measured| {
+                rows.push(Row {
+                    workload: args.workload.name(),
+                    variant,
+                    batch,
+                    parallelism,
+                    events: args.events,
+                    output_events: m.output_events,
+                    cpu_seconds: m.cpu_seconds,
+                    ratio_to_native: native.cpu_seconds / m.cpu_seconds.max(1e-9),
+                });
+            };
+            push("native", 1, &native);
+            for &parallelism in &parallelisms {
+                let wasm =
+                    bench_window::weir(workload, &engine, &dir, args.events, batch, parallelism)?;
+                anyhow::ensure!(
+                    wasm.output_events == native.output_events,
+                    "weir and the native loop disagree: {} vs {} results",
+                    wasm.output_events,
+                    native.output_events
+                );
+                push("wasm", parallelism, &wasm);
+            }
+        }
+        return print(&rows, args.json);
+    }
+    let component = engine.load(&dir.join(args.workload.plugin()))?;
+    for &parallelism in &parallelisms {
+        for &batch in &batches_to_run {
+            let batches = pregenerate(args.events, batch);
+            let natives = (0..parallelism)
+                .map(|_| args.workload.native())
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let native = measure(natives, &batches)?;
+            let wasms = (0..parallelism)
+                .map(|_| {
+                    engine
+                        .instantiate(args.workload.name(), &component, &[], Limits::default())
+                        .map(|op| Box::new(op) as Box<dyn Operator>)
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let wasm = measure(wasms, &batches)?;
+            anyhow::ensure!(
+                native.output_events == wasm.output_events,
+                "wasm and native disagree: {} vs {} output events",
+                wasm.output_events,
+                native.output_events
+            );
+            let native_secs = native.cpu.as_secs_f64();
+            for (variant, m) in [("native", &native), ("wasm", &wasm)] {
+                let cpu_seconds = m.cpu.as_secs_f64();
+                rows.push(Row {
+                    workload: args.workload.name(),
+                    variant,
+                    batch,
+                    parallelism,
+                    events: args.events,
+                    output_events: m.output_events,
+                    cpu_seconds,
+                    ratio_to_native: native_secs / cpu_seconds.max(1e-9),
+                });
+            }
         }
     }
-    if args.json {
-        for row in &rows {
+    print(&rows, args.json)
+}
+
+fn print(rows: &[Row], json: bool) -> anyhow::Result<()> {
+    if json {
+        for row in rows {
             println!(
                 "{}",
                 serde_json::json!({
@@ -259,7 +327,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             "{:<8} {:<7} {:>6} {:>4} {:>10} {:>9} {:>16} {:>9}",
             "workload", "variant", "batch", "par", "events", "cpu s", "events/cpu-s", "vs native"
         );
-        for row in &rows {
+        for row in rows {
             println!(
                 "{:<8} {:<7} {:>6} {:>4} {:>10} {:>9.3} {:>16.0} {:>8.0}%",
                 row.workload,

@@ -1,6 +1,7 @@
 //! `weir`: run pipelines, test and inspect operators, benchmark.
 
 mod bench;
+mod bench_window;
 mod cpu;
 mod wiring;
 
@@ -10,11 +11,16 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use weir_core::keyed::KeyedProcessOperator;
+use weir_core::keys::KeySelector;
 use weir_core::pipeline::{JsonFields, LineFormat, PipelineSettings};
-use weir_core::runtime::{Pipeline, Progress};
+use weir_core::runtime::{Pipeline, Progress, Stage, Task};
 use weir_core::sink::JsonLinesSink;
 use weir_core::source::{JsonLinesSource, LineInput};
-use weir_wasm::{Limits, STATELESS_EXPORT, WasmEngine};
+use weir_core::state::{MemoryBackend, StateBackend};
+use weir_core::time::{TimeFormat, WatermarkSpec};
+use weir_core::window::{WindowOperator, WindowSpec};
+use weir_wasm::{Limits, WasmEngine, World};
 
 /// Weir: a stream processor whose operators are sandboxed WebAssembly components.
 #[derive(Parser)]
@@ -52,9 +58,23 @@ enum Command {
         /// JSON field whose value becomes the event key.
         #[arg(long)]
         key_field: Option<String>,
-        /// JSON field holding the event time (epoch ms).
+        /// JSON field holding the event time.
         #[arg(long)]
         time_field: Option<String>,
+        /// How the event time is written: epoch_ms or rfc3339.
+        #[arg(long, default_value = "epoch-ms")]
+        time_format: TimeFormatArg,
+        /// Window for aggregate and window operators: `tumbling:SIZE`,
+        /// `sliding:SIZE/SLIDE` or `session:GAP`, with durations like
+        /// `500ms`, `10s`, `30m`, `1h`. All windows fire at the end of the
+        /// input (the watermark only advances then).
+        #[arg(long, value_parser = parse_window)]
+        window: Option<WindowSpec>,
+        /// Key windows (or a keyed process function) by this JSON field,
+        /// or `$key` for the event key; without it one window covers all
+        /// events.
+        #[arg(long)]
+        key_by: Option<String>,
         /// Print key, timestamp, headers and value instead of the value alone.
         #[arg(long)]
         envelope: bool,
@@ -71,9 +91,70 @@ enum Command {
         /// The component (.wasm).
         operator: PathBuf,
     },
-    /// Benchmark an operator as WebAssembly against the same logic compiled
-    /// natively, over pre-generated bid-shaped events, at several batch sizes.
+    /// Benchmark WebAssembly operators against the same work as native Rust:
+    /// q1/q2 run one operator over pre-generated bid-shaped batches;
+    /// tumble/q5 run whole windowed pipelines (generator → keyed windows →
+    /// blackhole) against a hand-written native loop.
     Bench(bench::BenchArgs),
+}
+
+/// `--time-format`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum TimeFormatArg {
+    /// Integer milliseconds since the epoch.
+    EpochMs,
+    /// RFC 3339 text.
+    Rfc3339,
+}
+
+fn parse_duration(text: &str) -> Result<u64, String> {
+    let digits = text.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = &text[digits.len()..];
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("expected a duration like 500ms, 10s, 30m or 1h, got {text:?}"))?;
+    let scale = match unit {
+        "" | "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => {
+            return Err(format!(
+                "unknown duration unit {unit:?} in {text:?} (ms, s, m, h)"
+            ));
+        }
+    };
+    Ok(n * scale)
+}
+
+fn parse_window(text: &str) -> Result<WindowSpec, String> {
+    let (kind, rest) = text.split_once(':').ok_or_else(|| {
+        format!("expected tumbling:SIZE, sliding:SIZE/SLIDE or session:GAP, got {text:?}")
+    })?;
+    let spec = match kind {
+        "tumbling" => WindowSpec::Tumbling {
+            size_ms: parse_duration(rest)?,
+        },
+        "sliding" => {
+            let (size, slide) = rest
+                .split_once('/')
+                .ok_or_else(|| format!("expected sliding:SIZE/SLIDE, got {text:?}"))?;
+            WindowSpec::Sliding {
+                size_ms: parse_duration(size)?,
+                slide_ms: parse_duration(slide)?,
+            }
+        }
+        "session" => WindowSpec::Session {
+            gap_ms: parse_duration(rest)?,
+        },
+        _ => {
+            return Err(format!(
+                "unknown window kind {kind:?} (tumbling, sliding, session)"
+            ));
+        }
+    };
+    spec.validate()?;
+    Ok(spec)
 }
 
 fn parse_key_value(text: &str) -> Result<(String, String), String> {
@@ -113,6 +194,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config,
             key_field,
             time_field,
+            time_format,
+            window,
+            key_by,
             envelope,
             timeout_ms,
             memory_mb,
@@ -124,6 +208,45 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .map_or("operator".into(), |s| s.to_string_lossy().into_owned());
             let limits = Limits::with_overrides(timeout_ms, memory_mb, None, None);
             let op = engine.instantiate(&name, &component, &config, limits)?;
+            let settings = PipelineSettings::default();
+            let stage = match (component.world.is_windowed(), window) {
+                (false, None) if component.world == World::KeyedProcess => Stage {
+                    key_by: Some(KeySelector::parse(key_by.as_deref().ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "{} is a {}: give it --key-by FIELD",
+                            operator.display(),
+                            component.world
+                        )
+                    })?)),
+                    subtasks: vec![Task::Keyed(KeyedProcessOperator::new(
+                        Box::new(op),
+                        MemoryBackend.open(&name, 0)?,
+                        settings.max_parallelism,
+                        None,
+                    ))],
+                },
+                (false, None) => Stage::chain(vec![Box::new(op)]),
+                (true, Some(window)) => Stage {
+                    key_by: key_by.as_deref().map(KeySelector::parse),
+                    subtasks: vec![Task::Window(WindowOperator::new(
+                        window,
+                        0,
+                        settings.max_parallelism,
+                        Box::new(op),
+                        MemoryBackend.open(&name, 0)?,
+                    ))],
+                },
+                (true, None) => anyhow::bail!(
+                    "{} is an {}: give it a window, e.g. --window tumbling:1m",
+                    operator.display(),
+                    component.world
+                ),
+                (false, Some(_)) => anyhow::bail!(
+                    "{} is a {}: --window needs an aggregate or window operator",
+                    operator.display(),
+                    component.world
+                ),
+            };
             let file = std::fs::File::open(&input)
                 .with_context(|| format!("cannot open input {}", input.display()))?;
             let format = if envelope {
@@ -131,23 +254,38 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 LineFormat::Value
             };
+            let time_format = match time_format {
+                TimeFormatArg::EpochMs => TimeFormat::EpochMs,
+                TimeFormatArg::Rfc3339 => TimeFormat::Rfc3339,
+            };
             let pipeline = Pipeline {
-                settings: PipelineSettings::default(),
+                settings,
+                // The watermark stays back until the end of the input.
+                watermark: WatermarkSpec {
+                    max_out_of_orderness_ms: u64::MAX,
+                    idle_timeout_ms: None,
+                },
                 sources: vec![Box::new(JsonLinesSource::new(
                     input.display().to_string(),
                     LineInput::reader(file),
                     JsonFields {
                         key_field,
                         time_field,
+                        time_format,
                     },
                     None,
                 ))],
-                operators: vec![Box::new(op)],
+                stages: vec![stage],
                 sinks: vec![Box::new(JsonLinesSink::new(
                     "stdout".into(),
                     std::io::stdout(),
                     format,
                 ))],
+                late: Some(Box::new(JsonLinesSink::new(
+                    "stderr".into(),
+                    std::io::stderr(),
+                    LineFormat::Envelope,
+                ))),
                 dead_letters: None,
             };
             pipeline.run(&Arc::default())?;
@@ -167,9 +305,7 @@ fn inspect(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     println!(
         "world     {}",
         info.world()
-            .map_or("none: not a Weir operator".to_string(), |w| format!(
-                "weir:operator/{w}"
-            ))
+            .map_or("none: not a Weir operator".to_string(), |w| w.to_string())
     );
     println!(
         "contract  {}",
@@ -180,8 +316,12 @@ fn inspect(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     println!("imports   {}", info.imports.join(", "));
     // Full check: world, version and that every import can be linked.
     match engine.load(path) {
-        Ok(_) => {
-            println!("verdict   ok: this host runs it ({STATELESS_EXPORT})");
+        Ok(component) => {
+            println!(
+                "verdict   ok: this host runs it as a {} (contract weir:operator@{})",
+                component.world,
+                weir_wasm::CONTRACT_VERSION
+            );
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {

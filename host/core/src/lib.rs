@@ -1,9 +1,12 @@
 //! Weir's runtime logic, free of wasmtime, RocksDB and Kafka: the pipeline
-//! file, sources, sinks, batching and the threads that join them.
+//! file, sources, sinks, batching, event time and watermarks, keys and key
+//! groups, windows, the state interface, and the threads that join them.
 //!
 //! Operators are anything implementing [`operator::Operator`] (batch in,
-//! batch out); `weir-wasm` provides the WebAssembly one. Events travel in
-//! the wire format of [`weir_batch`].
+//! batch out) or [`window::WindowFunction`]; `weir-wasm` provides the
+//! WebAssembly ones. State lives behind [`state::StateBackend`]
+//! (`weir-state` provides RocksDB). Events travel in the wire format of
+//! [`weir_batch`].
 //!
 //! ```
 //! use std::sync::Arc;
@@ -11,9 +14,11 @@
 //!
 //! let pipeline = Pipeline {
 //!     settings: PipelineSettings::default(),
+//!     watermark: Default::default(),
 //!     sources: vec![Box::new(BidGenerator::new(1, Some(10_000)))],
-//!     operators: vec![],
+//!     stages: vec![],
 //!     sinks: vec![Box::new(Blackhole::default())],
+//!     late: None,
 //!     dead_letters: None,
 //! };
 //! let summary = pipeline.run(&Arc::default())?;
@@ -22,8 +27,13 @@
 //! ```
 
 pub mod dead_letter;
+pub mod keyed;
+pub mod keys;
 pub mod operator;
 pub mod pipeline;
 pub mod runtime;
 pub mod sink;
 pub mod source;
+pub mod state;
+pub mod time;
+pub mod window;

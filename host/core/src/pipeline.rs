@@ -26,6 +26,10 @@
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
+
+use crate::keys::DEFAULT_MAX_PARALLELISM;
+use crate::time::{TimeFormat, WatermarkSpec};
+use crate::window::WindowSpec;
 use std::path::{Path, PathBuf};
 
 /// A pipeline file that cannot be read or does not describe a pipeline.
@@ -77,6 +81,16 @@ pub struct PipelineFile {
     pub sink: Vec<SinkSpec>,
     /// Where malformed input goes instead of failing the pipeline.
     pub dead_letter: Option<SinkSpec>,
+    /// How event time advances (watermarks).
+    #[serde(default)]
+    pub watermark: WatermarkSpec,
+    /// Where keyed state (windows, keyed process functions) lives.
+    #[serde(default)]
+    pub state: StateSpec,
+    /// Where events later than a window's allowed lateness go. Required
+    /// when an operator has a window: late events are never dropped
+    /// silently.
+    pub late_data: Option<SinkSpec>,
 }
 
 /// `[pipeline]`.
@@ -92,6 +106,10 @@ pub struct PipelineSettings {
     /// Batches in flight between two stages; a full queue slows the stage
     /// before it (backpressure).
     pub queue_batches: usize,
+    /// Number of key groups keyed state is split into: the highest
+    /// parallelism a keyed operator can have, fixed for the life of the
+    /// pipeline's state.
+    pub max_parallelism: u16,
 }
 
 impl Default for PipelineSettings {
@@ -101,8 +119,49 @@ impl Default for PipelineSettings {
             batch_size: 1024,
             linger_ms: 100,
             queue_batches: 4,
+            max_parallelism: DEFAULT_MAX_PARALLELISM,
         }
     }
+}
+
+/// `[state]`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct StateSpec {
+    /// `memory` (a hash map per subtask; the default) or `rocksdb`.
+    #[serde(default)]
+    pub backend: StateBackendKind,
+    /// RocksDB's working directory, relative to the pipeline file. It is
+    /// cleared at start (durable copies are checkpoints).
+    pub path: Option<PathBuf>,
+    /// Memory per subtask for the hot tier in front of RocksDB, in MiB.
+    #[serde(default = "default_hot_tier")]
+    pub hot_tier_mb: u64,
+}
+
+impl Default for StateSpec {
+    fn default() -> Self {
+        StateSpec {
+            backend: StateBackendKind::Memory,
+            path: None,
+            hot_tier_mb: default_hot_tier(),
+        }
+    }
+}
+
+fn default_hot_tier() -> u64 {
+    64
+}
+
+/// Which state backend.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum StateBackendKind {
+    /// Hash maps in memory.
+    #[default]
+    Memory,
+    /// RocksDB in a local directory behind an in-memory hot tier.
+    Rocksdb,
 }
 
 /// `[[source]]`.
@@ -132,6 +191,27 @@ pub enum SourceSpec {
         #[serde(default = "default_seed")]
         seed: u64,
     },
+    /// A clickstream of page views, out of order (see
+    /// `source::ClickGenerator`).
+    Clicks {
+        /// How many events; unbounded when absent.
+        count: Option<u64>,
+        /// Random seed.
+        #[serde(default = "default_seed")]
+        seed: u64,
+        /// Event time of the first event (ms since the epoch).
+        #[serde(default = "default_base_time")]
+        base_time_ms: u64,
+        /// Event-time distance between consecutive events.
+        #[serde(default = "default_interval")]
+        interval_ms: u64,
+        /// Largest delay of an event behind its place in the stream.
+        #[serde(default = "default_disorder")]
+        disorder_ms: u64,
+        /// Distinct users.
+        #[serde(default = "default_users")]
+        users: u64,
+    },
     /// Nexmark persons, auctions and bids from the `nexmark` crate.
     Nexmark {
         /// How many events; unbounded when absent.
@@ -151,12 +231,28 @@ pub enum SourceSpec {
 pub struct JsonFields {
     /// Top-level field whose value becomes the event key.
     pub key_field: Option<String>,
-    /// Top-level field holding the event time as integer epoch milliseconds.
+    /// Top-level field holding the event time.
     pub time_field: Option<String>,
+    /// How the event time is written: `epoch_ms` (an integer, the default)
+    /// or `rfc3339` (a string).
+    #[serde(default)]
+    pub time_format: TimeFormat,
 }
 
 fn default_seed() -> u64 {
     42
+}
+
+fn default_interval() -> u64 {
+    100
+}
+
+fn default_disorder() -> u64 {
+    2_000
+}
+
+fn default_users() -> u64 {
+    50
 }
 
 fn default_base_time() -> u64 {
@@ -184,6 +280,25 @@ pub struct OperatorSpec {
     pub max_output_mb: Option<u64>,
     /// Cap on guest stdout+stderr kept as log lines, in KiB per instance.
     pub max_log_kb: Option<u64>,
+    /// Parallel instances (subtasks) of this operator.
+    #[serde(default = "one")]
+    pub parallelism: usize,
+    /// Partitions events by key before this operator: a top-level JSON
+    /// field of the value, or `$key` for the event's key. Each key goes to
+    /// one subtask (through its key group), and becomes the event's key.
+    pub key_by: Option<String>,
+    /// Makes this a window operator (for aggregate and window components).
+    pub window: Option<WindowSpec>,
+    /// How long after a window fires late events still update it.
+    #[serde(default)]
+    pub allowed_lateness_ms: u64,
+    /// Keyed process operators: a key's state is dropped once the
+    /// watermark is this far past the key's last state write (event time).
+    pub state_ttl_ms: Option<u64>,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// A config value: written as a TOML string, number or boolean, handed to
@@ -226,6 +341,13 @@ pub enum SinkSpec {
     },
     /// JSON Lines on standard output.
     Stdout {
+        /// What each line holds.
+        #[serde(default)]
+        format: LineFormat,
+    },
+    /// JSON Lines on standard error (e.g. late events beside results on
+    /// stdout).
+    Stderr {
         /// What each line holds.
         #[serde(default)]
         format: LineFormat,
@@ -284,10 +406,59 @@ impl PipelineFile {
         if file.pipeline.batch_size == 0 || file.pipeline.queue_batches == 0 {
             return Err(semantic("batch_size and queue_batches must be at least 1"));
         }
+        let windowed = file.operator.iter().find(|op| op.window.is_some());
+        for source in &file.source {
+            let fields = match source {
+                SourceSpec::Jsonl { fields, .. } | SourceSpec::Stdin { fields } => fields,
+                _ => continue,
+            };
+            if let (Some(op), None) = (windowed, &fields.time_field) {
+                return Err(semantic(&format!(
+                    "operator `{}` has a window, so every JSON source needs a time_field (the event time)",
+                    op.name
+                )));
+            }
+        }
+        if file.state.backend == StateBackendKind::Rocksdb && file.state.path.is_none() {
+            return Err(semantic(
+                "[state] backend = \"rocksdb\" needs a path (its working directory)",
+            ));
+        }
+        if file.pipeline.max_parallelism == 0 {
+            return Err(semantic("max_parallelism must be at least 1"));
+        }
         let mut names = std::collections::HashSet::new();
         for op in &file.operator {
+            let named = |m: String| semantic(&format!("operator `{}`: {m}", op.name));
             if !names.insert(op.name.as_str()) {
                 return Err(semantic(&format!("two operators are named `{}`", op.name)));
+            }
+            if op.parallelism == 0 || op.parallelism > usize::from(file.pipeline.max_parallelism) {
+                return Err(named(format!(
+                    "parallelism must be between 1 and max_parallelism ({})",
+                    file.pipeline.max_parallelism
+                )));
+            }
+            if let Some(window) = &op.window {
+                window.validate().map_err(named)?;
+                if file.late_data.is_none() {
+                    return Err(named(
+                        "has a window, so the pipeline needs a [late_data] sink (late events are never dropped silently)".into(),
+                    ));
+                }
+                if op.key_by.is_none() && op.parallelism > 1 {
+                    return Err(named(
+                        "a window without key_by covers all events and runs with parallelism 1"
+                            .into(),
+                    ));
+                }
+                if op.state_ttl_ms.is_some() {
+                    return Err(named(
+                        "state_ttl_ms is for keyed process operators; a window's state lives until the window is done".into(),
+                    ));
+                }
+            } else if op.allowed_lateness_ms > 0 {
+                return Err(named("allowed_lateness_ms needs a window".into()));
             }
         }
         Ok(file)

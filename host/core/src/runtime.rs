@@ -1,42 +1,90 @@
-//! The embedded runtime: sources, the operator chain and sinks on threads
-//! joined by bounded channels.
+//! The embedded runtime: sources, stages of parallel subtasks and sinks on
+//! threads joined by bounded channels.
 //!
 //! ```text
-//! source thread(s) ──batch──▶ chain thread (operators, in order) ──batch──▶ sink thread(s)
+//! source ─┐            ┌─ subtask 0 ─┐            ┌─ subtask 0 ─┐
+//! source ─┼─(key_by)──▶┤             ├─(key_by)──▶┤             ├──▶ sinks, late sink
+//!         └            └─ subtask 1 ─┘            └─────────────┘
+//!                 stage 0 (e.g. a stateless chain)   stage 1 (e.g. a window)
 //! ```
 //!
-//! Each channel holds at most `queue_batches` batches, so a slow sink slows
-//! the operators and then the sources (backpressure) instead of growing
-//! memory. Every sink gets every output batch. The run ends when every
-//! source has ended and everything in flight has reached the sinks, or at
-//! the first error; after an error everything accepted before it still
-//! reaches the sinks.
+//! - A stage is a fused chain of stateless operators or one window
+//!   operator, run by `parallelism` subtasks. Into a keyed stage, every
+//!   event goes to the subtask owning its key's key group; otherwise
+//!   batches go one-to-one (same parallelism) or round-robin.
+//! - Watermarks flow in-band. Each source partition generates its own
+//!   (bounded out-of-orderness) and says when it has gone idle; each
+//!   subtask's watermark is the minimum over its active inputs, and it
+//!   fires its windows when that advances. The end of bounded input is the
+//!   watermark [`END_OF_TIME`], which fires everything.
+//! - Each channel holds at most `queue_batches` messages, so a slow sink
+//!   slows everything before it (backpressure) instead of growing memory.
+//!   Every sink gets every result.
+//! - The run ends when every source has ended and everything in flight has
+//!   reached the sinks, or at the first error; after an error everything
+//!   accepted before it still reaches the sinks.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use weir_batch::Batch;
+use weir_batch::{Batch, BatchWriter, event_count};
 
 use crate::dead_letter::DeadLetters;
+use crate::keyed::KeyedProcessOperator;
+use crate::keys::{KeySelector, key_group, subtask_for_group};
 use crate::operator::{FailureKind, Operator, OperatorFailure};
 use crate::pipeline::PipelineSettings;
 use crate::sink::{Sink, SinkError, SinkSummary};
-use crate::source::{Origin, Source, SourceBatch, SourceError};
+use crate::source::{HEARTBEAT, Origin, Positions, Source, SourceBatch, SourceError};
+use crate::time::{BoundedOutOfOrderness, END_OF_TIME, WatermarkSpec, WatermarkTracker};
+use crate::window::{WindowError, WindowOperator, WindowOutput};
 
 /// A pipeline ready to run.
 pub struct Pipeline {
-    /// Batch size, linger, queue depth.
+    /// Batch size, linger, queue depth, key groups.
     pub settings: PipelineSettings,
-    /// Merged inputs.
+    /// How source partitions generate watermarks.
+    pub watermark: WatermarkSpec,
+    /// Source partitions; their events are merged.
     pub sources: Vec<Box<dyn Source>>,
-    /// The chain, in order.
-    pub operators: Vec<Box<dyn Operator>>,
+    /// The stages, in order.
+    pub stages: Vec<Stage>,
     /// Every sink gets every result.
     pub sinks: Vec<Box<dyn Sink>>,
+    /// Where events later than a window's allowed lateness go.
+    pub late: Option<Box<dyn Sink>>,
     /// Where malformed input goes, if anywhere.
     pub dead_letters: Option<DeadLetters>,
+}
+
+/// One stage: the same task run by several subtasks.
+pub struct Stage {
+    /// How events are partitioned into the stage (`None`: not by key).
+    pub key_by: Option<KeySelector>,
+    /// One task per subtask; their number is the stage's parallelism.
+    pub subtasks: Vec<Task>,
+}
+
+/// What a subtask runs.
+pub enum Task {
+    /// Stateless operators, fused: each batch goes through all of them.
+    Chain(Vec<Box<dyn Operator>>),
+    /// A window operator.
+    Window(WindowOperator),
+    /// A keyed process operator.
+    Keyed(KeyedProcessOperator),
+}
+
+impl Stage {
+    /// A stage of one subtask running `operators` in order.
+    pub fn chain(operators: Vec<Box<dyn Operator>>) -> Self {
+        Stage {
+            key_by: None,
+            subtasks: vec![Task::Chain(operators)],
+        }
+    }
 }
 
 /// Live counters, readable while the pipeline runs (for progress lines).
@@ -53,8 +101,10 @@ pub struct Progress {
 pub struct RunSummary {
     /// Events read from sources.
     pub events_in: u64,
-    /// Events the operator chain produced.
+    /// Events the last stage produced.
     pub events_out: u64,
+    /// Events later than their windows' allowed lateness.
+    pub late_events: u64,
     /// Per sink, in pipeline-file order.
     pub sinks: Vec<SinkSummary>,
     /// Wall time of the run.
@@ -79,12 +129,34 @@ pub enum RunError {
         /// Details.
         message: String,
     },
+    /// An event has no usable key for a `key_by`.
+    #[error("{position}: cannot key by `{key_by}`: {message}")]
+    Key {
+        /// The event's position.
+        position: String,
+        /// The `key_by` setting.
+        key_by: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The state backend failed.
+    #[error("operator `{operator}`: {message}")]
+    State {
+        /// The operator's name.
+        operator: String,
+        /// Details.
+        message: String,
+    },
     /// A sink failed.
     #[error(transparent)]
     Sink(#[from] SinkError),
     /// The dead-letter sink failed.
     #[error("dead-letter sink: {0}")]
     DeadLetter(String),
+    /// A bug in Weir: something that the runtime itself guarantees did not
+    /// hold.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// A pipeline thread panicked (a bug in Weir).
     #[error("internal error: the {0} thread panicked")]
     Panicked(&'static str),
@@ -99,6 +171,16 @@ fn record(errors: &Errors, error: RunError) {
         .push(error);
 }
 
+/// What flows between tasks, tagged with the sender's input index.
+enum Message {
+    Batch(SourceBatch),
+    Watermark(i64),
+    /// The sender has gone idle; its next message makes it active again.
+    Idle,
+}
+
+type Envelope = (usize, Message);
+
 impl Pipeline {
     /// Runs to the end of bounded input, or to the first error.
     ///
@@ -108,21 +190,10 @@ impl Pipeline {
         let started = Instant::now();
         let errors: Errors = Arc::default();
         let queue = self.settings.queue_batches;
-        let batch_size = self.settings.batch_size;
+        let max_parallelism = self.settings.max_parallelism;
+        let late_events = Arc::new(AtomicU64::new(0));
 
-        let (source_tx, source_rx) = sync_channel::<SourceBatch>(queue);
-        let source_threads: Vec<_> = self
-            .sources
-            .into_iter()
-            .map(|source| {
-                let tx = source_tx.clone();
-                let errors = errors.clone();
-                let progress = progress.clone();
-                std::thread::spawn(move || run_source(source, batch_size, &tx, &progress, &errors))
-            })
-            .collect();
-        drop(source_tx);
-
+        // Sinks first: the last stage sends to them.
         let mut sink_txs = Vec::new();
         let sink_threads: Vec<_> = self
             .sinks
@@ -134,19 +205,87 @@ impl Pipeline {
                 std::thread::spawn(move || run_sink(sink, &rx, &errors))
             })
             .collect();
-
-        let mut chain = Chain {
-            operators: self.operators,
-            sinks: sink_txs,
-            progress: progress.clone(),
+        let (late_tx, late_thread) = match self.late {
+            Some(sink) => {
+                let (tx, rx) = sync_channel::<Arc<Vec<u8>>>(queue);
+                let errors = errors.clone();
+                (
+                    Some(tx),
+                    Some(std::thread::spawn(move || run_sink(sink, &rx, &errors))),
+                )
+            }
+            None => (None, None),
         };
-        let events_out = chain.run(&source_rx, &errors);
-        drop(chain);
-        drop(source_rx);
+        let results = Results {
+            sinks: sink_txs,
+            late: late_tx,
+            progress: progress.clone(),
+            late_events: late_events.clone(),
+        };
+
+        // Stages from last to first, so each knows where it sends.
+        let mut task_threads = Vec::new();
+        let mut downstream: Option<(Vec<SyncSender<Envelope>>, Option<KeySelector>)> = None;
+        let stage_count = self.stages.len();
+        let mut upstream_counts: Vec<usize> = Vec::with_capacity(stage_count);
+        upstream_counts.push(self.sources.len());
+        for stage in &self.stages[..stage_count.saturating_sub(1)] {
+            upstream_counts.push(stage.subtasks.len());
+        }
+        for (index, stage) in self.stages.into_iter().enumerate().rev() {
+            let inputs = upstream_counts[index];
+            let mut senders = Vec::new();
+            for (subtask, task) in stage.subtasks.into_iter().enumerate() {
+                let (tx, rx) = sync_channel::<Envelope>(queue);
+                senders.push(tx);
+                let out = match &downstream {
+                    Some((targets, key_by)) => Downstream::Stage(Router::new(
+                        targets.clone(),
+                        subtask,
+                        key_by.clone(),
+                        max_parallelism,
+                    )),
+                    None => Downstream::Sinks(results.clone()),
+                };
+                let errors = errors.clone();
+                let late = results.clone();
+                task_threads.push(std::thread::spawn(move || {
+                    run_task(task, inputs, &rx, out, &late, &errors);
+                }));
+            }
+            downstream = Some((senders, stage.key_by));
+        }
+        let source_threads: Vec<_> = self
+            .sources
+            .into_iter()
+            .enumerate()
+            .map(|(index, source)| {
+                let out = match &downstream {
+                    Some((targets, key_by)) => Downstream::Stage(Router::new(
+                        targets.clone(),
+                        index,
+                        key_by.clone(),
+                        max_parallelism,
+                    )),
+                    None => Downstream::Sinks(results.clone()),
+                };
+                let errors = errors.clone();
+                let progress = progress.clone();
+                let settings = (self.settings.batch_size, self.watermark);
+                std::thread::spawn(move || run_source(source, settings, out, &progress, &errors))
+            })
+            .collect();
+        drop(downstream);
+        drop(results);
 
         for thread in source_threads {
             if thread.join().is_err() {
                 record(&errors, RunError::Panicked("source"));
+            }
+        }
+        for thread in task_threads {
+            if thread.join().is_err() {
+                record(&errors, RunError::Panicked("operator"));
             }
         }
         let mut sinks = Vec::new();
@@ -156,6 +295,11 @@ impl Pipeline {
                 Ok(None) => {}
                 Err(_) => record(&errors, RunError::Panicked("sink")),
             }
+        }
+        if let Some(thread) = late_thread
+            && thread.join().is_err()
+        {
+            record(&errors, RunError::Panicked("late-data sink"));
         }
         if let Some(Err(e)) = self.dead_letters.as_ref().map(DeadLetters::finish) {
             record(&errors, RunError::DeadLetter(e));
@@ -167,7 +311,8 @@ impl Pipeline {
         }
         Ok(RunSummary {
             events_in: progress.events_in.load(Ordering::Relaxed),
-            events_out,
+            events_out: progress.events_out.load(Ordering::Relaxed),
+            late_events: late_events.load(Ordering::Relaxed),
             sinks,
             elapsed: started.elapsed(),
         })
@@ -176,22 +321,54 @@ impl Pipeline {
 
 fn run_source(
     mut source: Box<dyn Source>,
-    batch_size: usize,
-    tx: &SyncSender<SourceBatch>,
+    (batch_size, watermark): (usize, WatermarkSpec),
+    mut out: Downstream,
     progress: &Progress,
     errors: &Errors,
 ) {
+    let mut generator = BoundedOutOfOrderness::new(watermark.max_out_of_orderness_ms);
+    let idle_after = watermark.idle_timeout_ms.map(Duration::from_millis);
+    let mut last_event = Instant::now();
+    let mut idle = false;
+    let mut sent_watermark = i64::MIN;
     loop {
-        match source.next_batch(batch_size) {
-            Ok(Some(batch)) => {
-                let len = batch.len as u64;
-                if tx.send(batch).is_err() {
-                    return; // the chain stopped: an error is already recorded
-                }
-                progress.events_in.fetch_add(len, Ordering::Relaxed);
+        let batch = match source.next_batch(batch_size) {
+            Ok(Some(batch)) => batch,
+            Ok(None) => {
+                let _ = out.broadcast(|| Message::Watermark(END_OF_TIME));
+                return;
             }
-            Ok(None) => return,
             Err(e) => return record(errors, e.into()),
+        };
+        if batch.len == 0 {
+            if idle_after.is_some_and(|after| !idle && last_event.elapsed() >= after) {
+                idle = true;
+                if out.broadcast(|| Message::Idle).is_err() {
+                    return;
+                }
+            }
+            continue;
+        }
+        last_event = Instant::now();
+        idle = false;
+        if let Ok(events) = Batch::new(&batch.bytes) {
+            for event in events.iter() {
+                generator.observe(event.timestamp);
+            }
+        }
+        let len = batch.len as u64;
+        match out.send(batch) {
+            Ok(()) => {}
+            Err(Stop::Closed) => return, // downstream stopped: its error is recorded
+            Err(Stop::Failed(e)) => return record(errors, e),
+        }
+        progress.events_in.fetch_add(len, Ordering::Relaxed);
+        let watermark = generator.watermark();
+        if watermark > sent_watermark {
+            sent_watermark = watermark;
+            if out.broadcast(|| Message::Watermark(watermark)).is_err() {
+                return;
+            }
         }
     }
 }
@@ -205,7 +382,10 @@ fn run_sink(
         let written = match Batch::new(&bytes) {
             Ok(batch) => sink.write(&batch),
             Err(e) => {
-                record(errors, RunError::DeadLetter(format!("internal: {e}")));
+                record(
+                    errors,
+                    RunError::Internal(format!("a malformed batch reached a sink: {e}")),
+                );
                 return None;
             }
         };
@@ -225,94 +405,444 @@ fn run_sink(
     }
 }
 
-struct Chain {
-    operators: Vec<Box<dyn Operator>>,
+/// Why sending stopped.
+enum Stop {
+    /// The receiving side is gone (it recorded its own error).
+    Closed,
+    /// This side failed.
+    Failed(RunError),
+}
+
+/// Where the last stage's results and every late event go.
+#[derive(Clone)]
+struct Results {
     sinks: Vec<SyncSender<Arc<Vec<u8>>>>,
+    late: Option<SyncSender<Arc<Vec<u8>>>>,
     progress: Arc<Progress>,
+    late_events: Arc<AtomicU64>,
 }
 
-impl Chain {
-    /// Drives every batch through the operators; returns events produced.
-    fn run(&mut self, rx: &Receiver<SourceBatch>, errors: &Errors) -> u64 {
-        let mut produced = 0;
-        for batch in rx {
-            match self.process(batch.bytes, 0, &batch.origin, batch.len) {
-                Ok(n) => produced += n,
-                Err((n, error)) => {
-                    record(errors, error);
-                    return produced + n;
-                }
-            }
+impl Results {
+    fn send(&self, bytes: Vec<u8>) {
+        let n = event_count(&bytes) as u64;
+        if n == 0 {
+            return;
         }
-        produced
+        let shared = Arc::new(bytes);
+        for sink in &self.sinks {
+            // A closed sink has recorded its own error.
+            let _ = sink.send(shared.clone());
+        }
+        self.progress.events_out.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Runs `bytes` through operators `from..` and on to the sinks. On a
-    /// failure, what the failing operator produced before the failing event
-    /// still goes through the rest of the chain to the sinks.
-    fn process(
-        &mut self,
-        mut bytes: Vec<u8>,
-        from: usize,
-        origin: &Origin,
-        source_len: usize,
-    ) -> Result<u64, (u64, RunError)> {
-        for index in from..self.operators.len() {
-            let input_len = batch_len(&bytes);
-            let operator = &mut self.operators[index];
-            match operator.process(&bytes) {
-                Ok(out) => bytes = out,
-                Err(failure) => {
-                    let error = self.describe(index, &failure, origin, source_len, input_len);
-                    let sent = self
-                        .process(failure.output_before, index + 1, origin, source_len)
-                        .unwrap_or_else(|(n, _)| n);
-                    return Err((sent, error));
-                }
+    fn send_late(&self, bytes: Vec<u8>) -> Result<(), RunError> {
+        let n = event_count(&bytes) as u64;
+        if n == 0 {
+            return Ok(());
+        }
+        let late = self.late.as_ref().ok_or_else(|| {
+            RunError::Internal(
+                "late events but no late-data sink (the pipeline file check requires one)".into(),
+            )
+        })?;
+        let _ = late.send(Arc::new(bytes));
+        self.late_events.fetch_add(n, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// The sending side of a task or source.
+enum Downstream {
+    Stage(Router),
+    Sinks(Results),
+}
+
+impl Downstream {
+    fn send(&mut self, batch: SourceBatch) -> Result<(), Stop> {
+        match self {
+            Downstream::Stage(router) => router.send(batch),
+            Downstream::Sinks(results) => {
+                results.send(batch.bytes);
+                Ok(())
             }
         }
-        let n = batch_len(&bytes) as u64;
-        if n > 0 {
-            let shared = Arc::new(bytes);
-            for sink in &self.sinks {
-                // A closed sink has recorded its own error.
-                let _ = sink.send(shared.clone());
-            }
-            self.progress.events_out.fetch_add(n, Ordering::Relaxed);
-        }
-        Ok(n)
     }
 
-    fn describe(
-        &self,
-        index: usize,
-        failure: &OperatorFailure,
-        origin: &Origin,
-        source_len: usize,
-        input_len: usize,
-    ) -> RunError {
-        let position = match (index, failure.event_index) {
-            (0, Some(event)) => origin.describe(event),
-            (_, Some(event)) => format!(
-                "event #{event} of the {input_len} that `{}` produced from {}",
-                self.operators[index - 1].name(),
-                origin.describe_span(source_len)
-            ),
-            (_, None) => format!("the batch from {}", origin.describe_span(source_len)),
+    fn broadcast(&self, message: impl Fn() -> Message) -> Result<(), Stop> {
+        match self {
+            Downstream::Stage(router) => router.broadcast(message),
+            Downstream::Sinks(_) => Ok(()),
+        }
+    }
+}
+
+/// Sends one task's (or source's) output to the next stage's subtasks.
+struct Router {
+    targets: Vec<SyncSender<Envelope>>,
+    /// This sender's input index at every target.
+    input: usize,
+    key_by: Option<KeySelector>,
+    max_parallelism: u16,
+    next: usize,
+}
+
+impl Router {
+    fn new(
+        targets: Vec<SyncSender<Envelope>>,
+        input: usize,
+        key_by: Option<KeySelector>,
+        max_parallelism: u16,
+    ) -> Self {
+        Router {
+            targets,
+            input,
+            key_by,
+            max_parallelism,
+            next: input,
+        }
+    }
+
+    fn deliver(&self, target: usize, message: Message) -> Result<(), Stop> {
+        self.targets[target]
+            .send((self.input, message))
+            .map_err(|_| Stop::Closed)
+    }
+
+    fn broadcast(&self, message: impl Fn() -> Message) -> Result<(), Stop> {
+        for target in 0..self.targets.len() {
+            self.deliver(target, message())?;
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, batch: SourceBatch) -> Result<(), Stop> {
+        let n = self.targets.len();
+        if n == 0 || batch.len == 0 {
+            return Ok(());
+        }
+        let Some(key_by) = &self.key_by else {
+            // Not keyed: round-robin, starting at a different target for
+            // each sender.
+            self.next = (self.next + 1) % n;
+            return self.deliver(self.next, Message::Batch(batch));
         };
-        RunError::Operator {
-            operator: self.operators[index].name().to_string(),
-            kind: failure.kind,
-            position,
-            message: failure.message.clone(),
+        let events = Batch::new(&batch.bytes)
+            .map_err(|e| Stop::Failed(RunError::Internal(format!("malformed batch: {e}"))))?;
+        let mut writers: Vec<BatchWriter> = (0..n)
+            .map(|_| BatchWriter::with_capacity(batch.bytes.len() / n + 64))
+            .collect();
+        let mut positions: Vec<Positions> = (0..n)
+            .map(|_| batch.origin.positions.empty_like())
+            .collect();
+        for (index, event) in events.iter().enumerate() {
+            let key = key_by.key(event.key, event.value).map_err(|message| {
+                Stop::Failed(RunError::Key {
+                    position: batch.origin.describe(index),
+                    key_by: key_by.to_string(),
+                    message,
+                })
+            })?;
+            let group = key_group(&key, self.max_parallelism);
+            let target = subtask_for_group(group, self.max_parallelism, n);
+            writers[target].push_raw_headers(
+                event.timestamp,
+                Some(&key),
+                event.value,
+                u32::try_from(event.header_count()).unwrap_or(u32::MAX),
+                event.raw_headers(),
+            );
+            positions[target].push_from(&batch.origin.positions, index);
+        }
+        for (target, (writer, positions)) in writers.into_iter().zip(positions).enumerate() {
+            if writer.is_empty() {
+                continue;
+            }
+            let len = writer.len();
+            let part = SourceBatch {
+                bytes: writer.finish(),
+                len,
+                origin: Origin {
+                    source: batch.origin.source.clone(),
+                    positions,
+                },
+            };
+            self.deliver(target, Message::Batch(part))?;
+        }
+        Ok(())
+    }
+}
+
+fn run_task(
+    mut task: Task,
+    inputs: usize,
+    rx: &Receiver<Envelope>,
+    mut out: Downstream,
+    late: &Results,
+    errors: &Errors,
+) {
+    let mut tracker = WatermarkTracker::new(inputs);
+    let mut idle = false;
+    let mut results = 0u64;
+    loop {
+        let (input, message) = match rx.recv_timeout(HEARTBEAT) {
+            Ok(envelope) => envelope,
+            Err(RecvTimeoutError::Timeout) => {
+                // Processing-time timers fire on the wall clock.
+                match task.on_tick(&mut out, &mut results) {
+                    Ok(()) => continue,
+                    Err(Stop::Closed) => return,
+                    Err(Stop::Failed(e)) => return record(errors, e),
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let step = match message {
+            Message::Batch(batch) => {
+                // An idle input that sends again is active, but a batch
+                // never advances the watermark.
+                let _ = tracker.set_idle(input, false);
+                idle = false;
+                task.on_batch(batch, &mut out, late, &mut results)
+            }
+            Message::Watermark(w) => match tracker.update(input, w) {
+                Some(w) => task.on_watermark(w, &mut out, &mut results),
+                None => Ok(()),
+            },
+            Message::Idle => match tracker.set_idle(input, true) {
+                Some(w) => task.on_watermark(w, &mut out, &mut results),
+                None => Ok(()),
+            },
+        };
+        let step = step.and_then(|()| {
+            if tracker.all_idle() && !idle {
+                idle = true;
+                out.broadcast(|| Message::Idle)
+            } else {
+                Ok(())
+            }
+        });
+        match step {
+            Ok(()) => {}
+            Err(Stop::Closed) => return,
+            Err(Stop::Failed(e)) => return record(errors, e),
         }
     }
 }
 
-fn batch_len(bytes: &[u8]) -> usize {
-    bytes
-        .get(..4)
-        .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+impl Task {
+    fn on_batch(
+        &mut self,
+        batch: SourceBatch,
+        out: &mut Downstream,
+        late: &Results,
+        results: &mut u64,
+    ) -> Result<(), Stop> {
+        match self {
+            Task::Chain(operators) => {
+                run_chain(operators, batch.bytes, 0, &batch.origin, batch.len, out)
+            }
+            Task::Window(window) => {
+                let mut fired = Vec::new();
+                let mut late_events = BatchWriter::new();
+                let outcome = window.process(
+                    &batch.bytes,
+                    WindowOutput {
+                        results: &mut fired,
+                        late: &mut late_events,
+                    },
+                );
+                late.send_late(late_events.finish()).map_err(Stop::Failed)?;
+                let name = window.name().to_string();
+                outcome.map_err(|e| Stop::Failed(describe_window_error(&name, e, &batch)))?;
+                send_results(&name, fired, out, results)
+            }
+            Task::Keyed(keyed) => {
+                let name = keyed.name().to_string();
+                let output = keyed
+                    .process(&batch.bytes)
+                    .map_err(|e| Stop::Failed(describe_window_error(&name, e, &batch)))?;
+                send_results(&name, vec![output], out, results)
+            }
+        }
+    }
+
+    fn on_tick(&mut self, out: &mut Downstream, results: &mut u64) -> Result<(), Stop> {
+        let Task::Keyed(keyed) = self else {
+            return Ok(());
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let name = keyed.name().to_string();
+        let output = keyed
+            .tick(now)
+            .map_err(|e| Stop::Failed(timer_error(&name, e, "processing-time timers")))?;
+        send_results(&name, vec![output], out, results)
+    }
+
+    fn on_watermark(
+        &mut self,
+        watermark: i64,
+        out: &mut Downstream,
+        results: &mut u64,
+    ) -> Result<(), Stop> {
+        let at = || format!("the timers firing at watermark {watermark}");
+        match self {
+            Task::Window(window) => {
+                let name = window.name().to_string();
+                let fired = window
+                    .advance(watermark)
+                    .map_err(|e| Stop::Failed(timer_error(&name, e, &at())))?;
+                send_results(&name, fired, out, results)?;
+            }
+            Task::Keyed(keyed) => {
+                let name = keyed.name().to_string();
+                let output = keyed
+                    .advance(watermark)
+                    .map_err(|e| Stop::Failed(timer_error(&name, e, &at())))?;
+                send_results(&name, vec![output], out, results)?;
+            }
+            Task::Chain(_) => {}
+        }
+        out.broadcast(|| Message::Watermark(watermark))
+    }
+}
+
+/// An error while firing windows or timers (no input event to name).
+fn timer_error(name: &str, error: WindowError, what: &str) -> RunError {
+    match error {
+        WindowError::Function(f) => RunError::Operator {
+            operator: name.to_string(),
+            kind: f.kind,
+            position: match f.event_index {
+                Some(i) => format!("item #{i} of {what}"),
+                None => what.to_string(),
+            },
+            message: f.message,
+        },
+        WindowError::State(e) => RunError::State {
+            operator: name.to_string(),
+            message: e.to_string(),
+        },
+    }
+}
+
+fn send_results(
+    name: &str,
+    fired: Vec<Vec<u8>>,
+    out: &mut Downstream,
+    results: &mut u64,
+) -> Result<(), Stop> {
+    for bytes in fired {
+        let len = event_count(&bytes);
+        if len == 0 {
+            continue;
+        }
+        let batch = SourceBatch {
+            bytes,
+            len,
+            origin: Origin {
+                source: format!("the results of `{name}`").into(),
+                positions: Positions::Sequence(*results),
+            },
+        };
+        *results += len as u64;
+        out.send(batch)?;
+    }
+    Ok(())
+}
+
+fn describe_window_error(name: &str, error: WindowError, batch: &SourceBatch) -> RunError {
+    match error {
+        WindowError::Function(f) => RunError::Operator {
+            operator: name.to_string(),
+            kind: f.kind,
+            position: match f.event_index {
+                Some(i) => batch.origin.describe(i),
+                None => format!("the batch from {}", batch.origin.describe_span(batch.len)),
+            },
+            message: f.message,
+        },
+        WindowError::State(e) => RunError::State {
+            operator: name.to_string(),
+            message: e.to_string(),
+        },
+    }
+}
+
+/// Runs `bytes` through `operators[from..]` and on downstream. On a
+/// failure, what the failing operator produced before the failing event
+/// still goes through the rest of the chain and on.
+fn run_chain(
+    operators: &mut [Box<dyn Operator>],
+    mut bytes: Vec<u8>,
+    from: usize,
+    origin: &Origin,
+    source_len: usize,
+    out: &mut Downstream,
+) -> Result<(), Stop> {
+    for index in from..operators.len() {
+        let input_len = event_count(&bytes);
+        match operators[index].process(&bytes) {
+            Ok(output) => bytes = output,
+            Err(failure) => {
+                let error = describe(operators, index, &failure, origin, source_len, input_len);
+                let _ = run_chain(
+                    operators,
+                    failure.output_before,
+                    index + 1,
+                    origin,
+                    source_len,
+                    out,
+                );
+                return Err(Stop::Failed(error));
+            }
+        }
+    }
+    let len = event_count(&bytes);
+    if len == 0 {
+        return Ok(());
+    }
+    // Results no longer line up with input positions: name the span.
+    let origin = match operators.last() {
+        Some(last) if from < operators.len() || from == 0 => Origin {
+            source: format!(
+                "the output of `{}` for {}",
+                last.name(),
+                origin.describe_span(source_len)
+            )
+            .into(),
+            positions: Positions::Events(Vec::new()),
+        },
+        _ => origin.clone(),
+    };
+    out.send(SourceBatch { bytes, len, origin })
+}
+
+fn describe(
+    operators: &[Box<dyn Operator>],
+    index: usize,
+    failure: &OperatorFailure,
+    origin: &Origin,
+    source_len: usize,
+    input_len: usize,
+) -> RunError {
+    let position = match (index, failure.event_index) {
+        (0, Some(event)) => origin.describe(event),
+        (_, Some(event)) => format!(
+            "event #{event} of the {input_len} that `{}` produced from {}",
+            operators[index - 1].name(),
+            origin.describe_span(source_len)
+        ),
+        (_, None) => format!("the batch from {}", origin.describe_span(source_len)),
+    };
+    RunError::Operator {
+        operator: operators[index].name().to_string(),
+        kind: failure.kind,
+        position,
+        message: failure.message.clone(),
+    }
 }
 
 #[cfg(test)]
@@ -321,7 +851,6 @@ mod tests {
     use crate::pipeline::LineFormat;
     use crate::sink::JsonLinesSink;
     use crate::source::{JsonLinesSource, LineInput};
-    use weir_batch::BatchWriter;
 
     /// Upper-cases values; fails on a value equal to `fail_on`.
     struct Upper {
@@ -375,18 +904,20 @@ mod tests {
                 queue_batches: 1,
                 ..Default::default()
             },
+            watermark: WatermarkSpec::default(),
             sources: vec![Box::new(JsonLinesSource::new(
                 "in.jsonl".into(),
                 LineInput::reader(input.as_bytes()),
                 Default::default(),
                 None,
             ))],
-            operators: vec![Box::new(Upper { fail_on })],
+            stages: vec![Stage::chain(vec![Box::new(Upper { fail_on })])],
             sinks: vec![Box::new(JsonLinesSink::new(
                 "out".into(),
                 out.clone(),
                 LineFormat::Value,
             ))],
+            late: None,
             dead_letters: None,
         };
         (pipeline, out)
@@ -428,5 +959,13 @@ mod tests {
             "{err}"
         );
         assert_eq!(text(&out), "\"A\"\n\"B\"\n");
+    }
+
+    #[test]
+    fn a_pipeline_without_operators_copies_sources_to_sinks() {
+        let (mut p, out) = pipeline("1\n2\n", b"", 10);
+        p.stages.clear();
+        p.run(&Arc::default()).unwrap();
+        assert_eq!(text(&out), "1\n2\n");
     }
 }

@@ -13,13 +13,70 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::WasmError;
 use crate::limits::MemoryCap;
-use crate::operator::bindings::StatelessOperatorPre;
+use crate::operator::bindings::{aggregate, keyed, stateless, window};
 
-/// The contract version this host implements.
-pub const CONTRACT_VERSION: &str = "0.1.0";
-/// The export a stateless operator component must have.
-pub const STATELESS_EXPORT: &str = "weir:operator/stateless@0.1.0";
-const STATELESS_PREFIX: &str = "weir:operator/stateless@";
+/// The contract version this host implements. It accepts every component
+/// built against a semver-compatible version (`0.1.x`), as wasmtime links
+/// such exports by their compatible name.
+pub const CONTRACT_VERSION: &str = "0.1.1";
+/// The compatible track: exports `weir:operator/…@0.1.*` are accepted.
+const ACCEPTED_TRACK: &str = "0.1.";
+/// The export a stateless operator component must have (one of the worlds).
+pub const STATELESS_EXPORT: &str = "weir:operator/stateless@0.1.1";
+const EXPORT_PREFIX: &str = "weir:operator/";
+
+/// The operator worlds of the contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum World {
+    /// `stateless-operator`: filter, map, flat-map.
+    Stateless,
+    /// `aggregate-operator`: an incremental window aggregate.
+    Aggregate,
+    /// `window-operator`: a whole-window function.
+    Window,
+    /// `keyed-process-operator`: per-key state and timers.
+    KeyedProcess,
+}
+
+impl World {
+    const ALL: [World; 4] = [
+        World::Stateless,
+        World::Aggregate,
+        World::Window,
+        World::KeyedProcess,
+    ];
+
+    /// The interface the world exports.
+    pub fn interface(self) -> &'static str {
+        match self {
+            World::Stateless => "stateless",
+            World::Aggregate => "aggregate",
+            World::Window => "window",
+            World::KeyedProcess => "keyed-process",
+        }
+    }
+
+    /// The world's name in `wit/operator.wit`.
+    pub fn name(self) -> &'static str {
+        match self {
+            World::Stateless => "stateless-operator",
+            World::Aggregate => "aggregate-operator",
+            World::Window => "window-operator",
+            World::KeyedProcess => "keyed-process-operator",
+        }
+    }
+
+    /// True for the worlds that run as windowed operators.
+    pub fn is_windowed(self) -> bool {
+        matches!(self, World::Aggregate | World::Window)
+    }
+}
+
+impl std::fmt::Display for World {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// Epoch interruption granularity: CPU deadlines are enforced to within one
 /// tick.
@@ -63,29 +120,47 @@ pub struct ComponentInfo {
 }
 
 impl ComponentInfo {
+    /// The Weir operator world the component implements and the contract
+    /// version it was built against, if it exports one of the worlds.
+    pub fn weir_export(&self) -> Option<(World, &str)> {
+        self.exports.iter().find_map(|e| {
+            let rest = e.strip_prefix(EXPORT_PREFIX)?;
+            let (interface, version) = rest.split_once('@')?;
+            let world = World::ALL
+                .into_iter()
+                .find(|w| w.interface() == interface)?;
+            Some((world, version))
+        })
+    }
+
     /// The Weir operator world the component implements, if any.
-    pub fn world(&self) -> Option<&'static str> {
-        self.exports
-            .iter()
-            .any(|e| e.starts_with(STATELESS_PREFIX))
-            .then_some("stateless-operator")
+    pub fn world(&self) -> Option<World> {
+        self.weir_export().map(|(w, _)| w)
     }
 
     /// The contract version of the component's Weir export, if any.
     pub fn contract_version(&self) -> Option<&str> {
-        self.exports
-            .iter()
-            .find_map(|e| e.strip_prefix(STATELESS_PREFIX))
+        self.weir_export().map(|(_, v)| v)
     }
+}
+
+/// A pre-linked component of one of the worlds.
+pub(crate) enum Pre {
+    Stateless(stateless::StatelessOperatorPre<HostState>),
+    Aggregate(aggregate::AggregateOperatorPre<HostState>),
+    Window(window::WindowOperatorPre<HostState>),
+    Keyed(keyed::KeyedProcessOperatorPre<HostState>),
 }
 
 /// A component that passed every check, ready to instantiate any number of
 /// times.
 pub struct LoadedComponent {
     pub(crate) path: PathBuf,
-    pub(crate) pre: StatelessOperatorPre<HostState>,
+    pub(crate) pre: Pre,
     /// What the component is.
     pub info: ComponentInfo,
+    /// The world it implements.
+    pub world: World,
 }
 
 impl WasmEngine {
@@ -144,32 +219,44 @@ impl WasmEngine {
     /// does not provide — each naming the file and what was expected.
     pub fn load(&self, path: &Path) -> Result<Arc<LoadedComponent>, WasmError> {
         let (component, info) = self.compile(path)?;
-        if !info.exports.iter().any(|e| e == STATELESS_EXPORT) {
-            if let Some(found) = info.contract_version() {
-                return Err(WasmError::ContractVersion {
-                    path: path.to_path_buf(),
-                    expected: CONTRACT_VERSION.to_string(),
-                    found: found.to_string(),
-                });
-            }
+        let Some((world, version)) = info.weir_export() else {
             return Err(WasmError::WrongWorld {
                 path: path.to_path_buf(),
-                expected: STATELESS_EXPORT.to_string(),
+                expected: World::ALL
+                    .map(|w| format!("{EXPORT_PREFIX}{}@{CONTRACT_VERSION}", w.interface()))
+                    .join("` or `"),
                 found: info.exports.join(", "),
             });
-        }
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
-            .and_then(StatelessOperatorPre::new)
-            .map_err(|e| WasmError::Link {
+        };
+        if !version.starts_with(ACCEPTED_TRACK) {
+            return Err(WasmError::ContractVersion {
                 path: path.to_path_buf(),
-                reason: format!("{e:#}"),
-            })?;
+                expected: format!("{ACCEPTED_TRACK}x (this host implements {CONTRACT_VERSION})"),
+                found: version.to_string(),
+            });
+        }
+        let link = |e: wasmtime::Error| WasmError::Link {
+            path: path.to_path_buf(),
+            reason: format!("{e:#}"),
+        };
+        let linked = self.linker.instantiate_pre(&component).map_err(link)?;
+        let pre = match world {
+            World::Stateless => {
+                Pre::Stateless(stateless::StatelessOperatorPre::new(linked).map_err(link)?)
+            }
+            World::Aggregate => {
+                Pre::Aggregate(aggregate::AggregateOperatorPre::new(linked).map_err(link)?)
+            }
+            World::Window => Pre::Window(window::WindowOperatorPre::new(linked).map_err(link)?),
+            World::KeyedProcess => {
+                Pre::Keyed(keyed::KeyedProcessOperatorPre::new(linked).map_err(link)?)
+            }
+        };
         Ok(Arc::new(LoadedComponent {
             path: path.to_path_buf(),
             pre,
             info,
+            world,
         }))
     }
 

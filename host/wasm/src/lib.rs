@@ -34,7 +34,9 @@ mod guest_log;
 mod limits;
 mod operator;
 
-pub use engine::{CONTRACT_VERSION, ComponentInfo, LoadedComponent, STATELESS_EXPORT, WasmEngine};
+pub use engine::{
+    CONTRACT_VERSION, ComponentInfo, LoadedComponent, STATELESS_EXPORT, WasmEngine, World,
+};
 pub use limits::Limits;
 pub use operator::WasmOperator;
 

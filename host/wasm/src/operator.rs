@@ -6,22 +6,54 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{Store, Trap};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtxBuilder};
 use weir_batch::{Batch, BatchWriter};
+use weir_core::keyed::KeyedFunction;
 use weir_core::operator::{FailureKind, Operator, OperatorFailure};
+use weir_core::window::{FunctionKind, WindowFunction};
 
 use crate::WasmError;
-use crate::engine::{EPOCH_TICK, HostState, LoadedComponent, WasmEngine};
+use crate::engine::{EPOCH_TICK, HostState, LoadedComponent, Pre, WasmEngine, World};
 use crate::guest_log::GuestLog;
 use crate::limits::{Limits, MemoryCap};
 
 pub(crate) mod bindings {
-    wasmtime::component::bindgen!({
-        path: "../../wit",
-        world: "stateless-operator",
-    });
+    pub(crate) mod stateless {
+        wasmtime::component::bindgen!({
+            path: "../../wit",
+            world: "stateless-operator",
+        });
+    }
+    pub(crate) mod aggregate {
+        wasmtime::component::bindgen!({
+            path: "../../wit",
+            world: "aggregate-operator",
+            with: { "weir:operator/types": crate::operator::bindings::stateless::weir::operator::types },
+        });
+    }
+    pub(crate) mod window {
+        wasmtime::component::bindgen!({
+            path: "../../wit",
+            world: "window-operator",
+            with: { "weir:operator/types": crate::operator::bindings::stateless::weir::operator::types },
+        });
+    }
+    pub(crate) mod keyed {
+        wasmtime::component::bindgen!({
+            path: "../../wit",
+            world: "keyed-process-operator",
+            with: { "weir:operator/types": crate::operator::bindings::stateless::weir::operator::types },
+        });
+    }
 }
 
-use bindings::StatelessOperator;
-use bindings::weir::operator::types::{ConfigEntry, OperatorError};
+use bindings::stateless::weir::operator::types::{ConfigEntry, OperatorError};
+
+/// The instantiated exports of one of the worlds.
+enum Bindings {
+    Stateless(bindings::stateless::StatelessOperator),
+    Aggregate(bindings::aggregate::AggregateOperator),
+    Window(bindings::window::WindowOperator),
+    Keyed(bindings::keyed::KeyedProcessOperator),
+}
 
 /// One sandboxed instance of an operator component, restarted fresh after
 /// any trap.
@@ -36,9 +68,11 @@ pub struct WasmOperator {
 
 struct Instance {
     store: Store<HostState>,
-    bindings: StatelessOperator,
+    bindings: Bindings,
     stderr: GuestLog,
 }
+
+type CallResult = wasmtime::Result<Result<Vec<u8>, OperatorError>>;
 
 /// A call that did not return normally.
 enum CallError {
@@ -108,6 +142,11 @@ impl WasmOperator {
         &self.component.path
     }
 
+    /// The world the component implements.
+    pub fn world(&self) -> World {
+        self.component.world
+    }
+
     /// The live instance, creating (and initialising) one if needed.
     fn instance(&mut self) -> Result<&mut Instance, String> {
         if self.live.is_none() {
@@ -141,21 +180,32 @@ impl WasmOperator {
         store.limiter(|state| &mut state.memory);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(self.deadline_ticks());
-        let bindings = self
-            .component
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| format!("cannot instantiate: {e:#}"))?;
+        let cannot = |e: wasmtime::Error| format!("cannot instantiate: {e:#}");
+        let bindings = match &self.component.pre {
+            Pre::Stateless(pre) => {
+                Bindings::Stateless(pre.instantiate(&mut store).map_err(cannot)?)
+            }
+            Pre::Aggregate(pre) => {
+                Bindings::Aggregate(pre.instantiate(&mut store).map_err(cannot)?)
+            }
+            Pre::Window(pre) => Bindings::Window(pre.instantiate(&mut store).map_err(cannot)?),
+            Pre::Keyed(pre) => Bindings::Keyed(pre.instantiate(&mut store).map_err(cannot)?),
+        };
         let mut instance = Instance {
             store,
             bindings,
             stderr,
         };
         instance.store.set_epoch_deadline(self.deadline_ticks());
-        let result = instance
-            .bindings
-            .weir_operator_stateless()
-            .call_init(&mut instance.store, &self.config);
+        let store = &mut instance.store;
+        let result = match &instance.bindings {
+            Bindings::Stateless(b) => b.weir_operator_stateless().call_init(store, &self.config),
+            Bindings::Aggregate(b) => b.weir_operator_aggregate().call_init(store, &self.config),
+            Bindings::Window(b) => b.weir_operator_window().call_init(store, &self.config),
+            Bindings::Keyed(b) => b
+                .weir_operator_keyed_process()
+                .call_init(store, &self.config),
+        };
         match result {
             Ok(Ok(())) => Ok(instance),
             Ok(Err(e)) => Err(e.message),
@@ -174,15 +224,26 @@ impl WasmOperator {
 
     /// One `process` call on the live instance; a trap drops the instance.
     fn call(&mut self, batch: &[u8]) -> Result<Vec<u8>, CallError> {
+        let out = self.call_with(|bindings, store| match bindings {
+            Bindings::Stateless(b) => b.weir_operator_stateless().call_process(store, batch),
+            _ => Ok(Err(wrong_world("process"))),
+        })?;
+        Batch::new(&out).map_err(|e| CallError::Failed(FailureKind::BadOutput, e.to_string()))?;
+        Ok(out)
+    }
+
+    /// One call on the live instance, with the CPU deadline and the output
+    /// cap; a trap drops the instance.
+    fn call_with(
+        &mut self,
+        f: impl FnOnce(&Bindings, &mut Store<HostState>) -> CallResult,
+    ) -> Result<Vec<u8>, CallError> {
         let deadline = self.deadline_ticks();
         let instance = self
             .instance()
             .map_err(|e| CallError::Failed(FailureKind::Trap, format!("restart failed: {e}")))?;
         instance.store.set_epoch_deadline(deadline);
-        let result = instance
-            .bindings
-            .weir_operator_stateless()
-            .call_process(&mut instance.store, batch);
+        let result = f(&instance.bindings, &mut instance.store);
         match result {
             Ok(Ok(out)) => {
                 if out.len() > self.limits.max_output_bytes {
@@ -195,8 +256,6 @@ impl WasmOperator {
                         ),
                     ));
                 }
-                Batch::new(&out)
-                    .map_err(|e| CallError::Failed(FailureKind::BadOutput, e.to_string()))?;
                 Ok(out)
             }
             Ok(Err(reported)) => Err(CallError::Reported(reported)),
@@ -284,6 +343,95 @@ impl WasmOperator {
             }
         }
         (None, kept.finish(), None)
+    }
+}
+
+fn wrong_world(function: &str) -> OperatorError {
+    OperatorError {
+        message: format!("this component's world has no `{function}`"),
+        event_index: None,
+    }
+}
+
+impl WasmOperator {
+    /// A window-function call: no replay (the window operator keeps its
+    /// state as it was), the failing event or window as the guest named it.
+    fn window_call(
+        &mut self,
+        f: impl FnOnce(&Bindings, &mut Store<HostState>) -> CallResult,
+    ) -> Result<Vec<u8>, OperatorFailure> {
+        self.call_with(f).map_err(|e| {
+            let (kind, message, event_index) = match e {
+                CallError::Reported(e) => (
+                    FailureKind::Reported,
+                    e.message,
+                    e.event_index.map(|i| i as usize),
+                ),
+                CallError::Failed(kind, message) => (kind, message, None),
+            };
+            OperatorFailure {
+                kind,
+                message,
+                event_index,
+                output_before: BatchWriter::new().finish(),
+            }
+        })
+    }
+}
+
+impl WindowFunction for WasmOperator {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> FunctionKind {
+        match self.component.world {
+            World::Window => FunctionKind::WholeWindow,
+            World::Aggregate | World::Stateless | World::KeyedProcess => FunctionKind::Aggregate,
+        }
+    }
+
+    fn add(
+        &mut self,
+        accumulators: &[u8],
+        events: &[u8],
+        assignments: &[u32],
+    ) -> Result<Vec<u8>, OperatorFailure> {
+        self.window_call(|bindings, store| match bindings {
+            Bindings::Aggregate(b) => {
+                b.weir_operator_aggregate()
+                    .call_add(store, accumulators, events, assignments)
+            }
+            _ => Ok(Err(wrong_world("add"))),
+        })
+    }
+
+    fn merge(&mut self, left: &[u8], right: &[u8]) -> Result<Vec<u8>, OperatorFailure> {
+        self.window_call(|bindings, store| match bindings {
+            Bindings::Aggregate(b) => b.weir_operator_aggregate().call_merge(store, left, right),
+            _ => Ok(Err(wrong_world("merge"))),
+        })
+    }
+
+    fn fire(&mut self, windows: &[u8]) -> Result<Vec<u8>, OperatorFailure> {
+        self.window_call(|bindings, store| match bindings {
+            Bindings::Aggregate(b) => b.weir_operator_aggregate().call_get_result(store, windows),
+            Bindings::Window(b) => b.weir_operator_window().call_process(store, windows),
+            Bindings::Stateless(_) | Bindings::Keyed(_) => Ok(Err(wrong_world("get-result"))),
+        })
+    }
+}
+
+impl KeyedFunction for WasmOperator {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn call(&mut self, call: &[u8]) -> Result<Vec<u8>, OperatorFailure> {
+        self.window_call(|bindings, store| match bindings {
+            Bindings::Keyed(b) => b.weir_operator_keyed_process().call_process(store, call),
+            _ => Ok(Err(wrong_world("keyed-process process"))),
+        })
     }
 }
 

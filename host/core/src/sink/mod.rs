@@ -72,11 +72,12 @@ pub fn open(spec: &SinkSpec, base: &Path) -> Result<Box<dyn Sink>, SinkError> {
             })?;
             Box::new(JsonLinesSink::new(name, file, *format))
         }
-        SinkSpec::Stdout { format } => Box::new(JsonLinesSink::new(
-            "stdout".to_string(),
-            std::io::stdout(),
-            *format,
-        )),
+        SinkSpec::Stdout { format } => Box::new(
+            JsonLinesSink::new("stdout".to_string(), std::io::stdout(), *format).flushing(),
+        ),
+        SinkSpec::Stderr { format } => Box::new(
+            JsonLinesSink::new("stderr".to_string(), std::io::stderr(), *format).flushing(),
+        ),
         SinkSpec::Blackhole => Box::new(Blackhole::default()),
     })
 }
@@ -88,9 +89,17 @@ pub struct JsonLinesSink<W: Write> {
     format: LineFormat,
     summary: SinkSummary,
     line: Vec<u8>,
+    flush_each_batch: bool,
 }
 
 impl<W: Write + Send> JsonLinesSink<W> {
+    /// Flushes after every batch, so a terminal or a pipe sees results as
+    /// they happen (stdout, stderr) rather than at the end.
+    pub fn flushing(mut self) -> Self {
+        self.flush_each_batch = true;
+        self
+    }
+
     /// A sink named `name` (used in errors) writing to `out`.
     pub fn new(name: String, out: W, format: LineFormat) -> Self {
         JsonLinesSink {
@@ -99,6 +108,7 @@ impl<W: Write + Send> JsonLinesSink<W> {
             format,
             summary: SinkSummary::default(),
             line: Vec::with_capacity(1024),
+            flush_each_batch: false,
         }
     }
 
@@ -141,6 +151,12 @@ impl<W: Write + Send> Sink for JsonLinesSink<W> {
                 })?;
             self.summary.events += 1;
             self.summary.bytes += event.value.len() as u64;
+        }
+        if self.flush_each_batch {
+            self.out.flush().map_err(|source| SinkError::Io {
+                sink: self.name.clone(),
+                source,
+            })?;
         }
         Ok(())
     }

@@ -147,6 +147,101 @@ impl SplitMix64 {
     }
 }
 
+/// A clickstream: page views by users, arriving out of order.
+///
+/// Event `n` happens at `base_time_ms + n * interval_ms` minus a random
+/// delay in `[0, disorder_ms]`, so events arrive up to `disorder_ms` out of
+/// order. Rows look like `{"user":"u7","page":"/cart","ts":1704067200100}`
+/// (`ts` is the event time, also set as the event's timestamp). Pages are
+/// skewed: the first pages are visited most.
+#[derive(Debug, Clone)]
+pub struct ClickGenerator {
+    name: Arc<str>,
+    rng: SplitMix64,
+    seq: u64,
+    spec: ClickSpec,
+    writer: BatchWriter,
+}
+
+/// Settings of a [`ClickGenerator`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClickSpec {
+    /// How many events; unbounded when `None`.
+    pub count: Option<u64>,
+    /// Random seed.
+    pub seed: u64,
+    /// Event time of the first event.
+    pub base_time_ms: i64,
+    /// Event-time distance between consecutive events.
+    pub interval_ms: u64,
+    /// Largest delay of an event behind its place in the stream.
+    pub disorder_ms: u64,
+    /// Distinct users.
+    pub users: u64,
+}
+
+const PAGES: [&str; 8] = [
+    "/",
+    "/products",
+    "/search",
+    "/cart",
+    "/checkout",
+    "/blog",
+    "/help",
+    "/about",
+];
+
+impl ClickGenerator {
+    /// A generator with these settings.
+    pub fn new(spec: ClickSpec) -> Self {
+        ClickGenerator {
+            name: "clicks".into(),
+            rng: SplitMix64(spec.seed),
+            seq: 0,
+            spec,
+            writer: BatchWriter::with_capacity(1 << 16),
+        }
+    }
+}
+
+impl Source for ClickGenerator {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn next_batch(&mut self, max_events: usize) -> Result<Option<SourceBatch>, SourceError> {
+        let first = self.seq;
+        let available = self.spec.count.map_or(u64::MAX, |end| end - self.seq);
+        let n = (max_events as u64).min(available);
+        for _ in 0..n {
+            let delay = self.rng.between(0, self.spec.disorder_ms) as i64;
+            let ts = self.spec.base_time_ms + (self.seq * self.spec.interval_ms) as i64 - delay;
+            let user = self.rng.between(1, self.spec.users.max(1));
+            // Skewed: min of two uniform draws favours the first pages.
+            let page = self.rng.between(0, 7).min(self.rng.between(0, 7)) as usize;
+            self.writer.push_with(ts, None, &[], |buf| {
+                let mut num = itoa::Buffer::new();
+                buf.extend_from_slice(b"{\"user\":\"u");
+                buf.extend_from_slice(num.format(user).as_bytes());
+                buf.extend_from_slice(b"\",\"page\":\"");
+                buf.extend_from_slice(PAGES[page].as_bytes());
+                buf.extend_from_slice(b"\",\"ts\":");
+                buf.extend_from_slice(num.format(ts).as_bytes());
+                buf.push(b'}');
+            });
+            self.seq += 1;
+        }
+        Ok((n > 0).then(|| SourceBatch {
+            bytes: self.writer.finish_into(),
+            len: n as usize,
+            origin: Origin {
+                source: self.name.clone(),
+                positions: Positions::Sequence(first),
+            },
+        }))
+    }
+}
+
 /// Nexmark persons, auctions and bids from the `nexmark` crate, as flat JSON
 /// objects with a `"type"` field (`"person"`, `"auction"`, `"bid"`); the
 /// event time is the event's `date_time`.
@@ -268,6 +363,33 @@ mod tests {
         let c = rows(&mut BidGenerator::new(10, Some(50)), 50);
         assert_eq!(a, b);
         assert_ne!(a, c);
+    }
+
+    #[test]
+    fn clicks_arrive_within_their_disorder() {
+        let spec = ClickSpec {
+            count: Some(500),
+            seed: 3,
+            base_time_ms: 10_000,
+            interval_ms: 100,
+            disorder_ms: 1_000,
+            users: 20,
+        };
+        let all = rows(&mut ClickGenerator::new(spec), 1000);
+        assert_eq!(all.len(), 500);
+        let mut max_seen = i64::MIN;
+        let mut out_of_order = 0;
+        for row in &all {
+            let ts = row["ts"].as_i64().unwrap();
+            assert!(
+                ts > max_seen.saturating_sub(1_100),
+                "{ts} is too late after {max_seen}"
+            );
+            out_of_order += usize::from(ts < max_seen);
+            max_seen = max_seen.max(ts);
+            assert!(row["user"].as_str().unwrap().starts_with('u'));
+        }
+        assert!(out_of_order > 100, "the stream is out of order");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use weir_batch::BatchWriter;
 use super::{Linger, Origin, Positions, Source, SourceBatch, SourceError};
 use crate::dead_letter::DeadLetters;
 use crate::pipeline::JsonFields;
+use crate::time::{TimeFormat, parse_rfc3339};
 
 /// Where lines come from.
 pub enum LineInput {
@@ -65,6 +66,7 @@ impl LineInput {
 enum Next {
     Line,
     Wait,
+    Idle,
     End,
 }
 
@@ -117,7 +119,12 @@ impl JsonLinesSource {
             },
             LineInput::Channel { lines, linger } => {
                 let received = match batch_started {
-                    None => lines.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                    // Nothing waiting: wake up now and then so the runtime
+                    // can tell an idle input from a slow one.
+                    None => match lines.recv_timeout(super::HEARTBEAT) {
+                        Err(RecvTimeoutError::Timeout) => return Ok(Next::Idle),
+                        other => other,
+                    },
                     Some(first) => match linger.remaining(first, Instant::now()) {
                         Some(wait) => lines.recv_timeout(wait),
                         None => return Ok(Next::Wait),
@@ -166,6 +173,7 @@ impl Source for JsonLinesSource {
                     break;
                 }
                 Next::Wait => break,
+                Next::Idle => return Ok(Some(SourceBatch::heartbeat(self.name.clone()))),
                 Next::Line => {}
             }
             self.line_no += 1;
@@ -251,13 +259,22 @@ fn parse_line(line: &[u8], fields: &JsonFields) -> Result<(Option<Vec<u8>>, i64)
     };
     let timestamp = match &fields.time_field {
         None => 0,
-        Some(field) => object
-            .get(field)
-            .ok_or_else(|| format!("event time field `{field}` is missing"))?
-            .as_i64()
-            .ok_or_else(|| {
-                format!("event time field `{field}` is not an integer (epoch milliseconds)")
-            })?,
+        Some(field) => {
+            let value = object
+                .get(field)
+                .ok_or_else(|| format!("event time field `{field}` is missing"))?;
+            match fields.time_format {
+                TimeFormat::EpochMs => value.as_i64().ok_or_else(|| {
+                    format!("event time field `{field}` is not an integer (epoch milliseconds)")
+                })?,
+                TimeFormat::Rfc3339 => {
+                    let text = value.as_str().ok_or_else(|| {
+                        format!("event time field `{field}` is not a string (RFC 3339 time)")
+                    })?;
+                    parse_rfc3339(text).map_err(|e| format!("event time field `{field}`: {e}"))?
+                }
+            }
+        }
     };
     Ok((key, timestamp))
 }
@@ -311,10 +328,39 @@ mod tests {
     }
 
     #[test]
+    fn rfc3339_times_are_read_and_bad_ones_named() {
+        let fields = JsonFields {
+            time_field: Some("at".into()),
+            time_format: TimeFormat::Rfc3339,
+            ..Default::default()
+        };
+        let mut s = source(
+            "{\"at\":\"1970-01-01T00:00:01.5Z\"}\n{\"at\":\"yesterday\"}\n",
+            fields,
+        );
+        let batch = s.next_batch(10).unwrap().unwrap();
+        assert_eq!(
+            Batch::new(&batch.bytes)
+                .unwrap()
+                .iter()
+                .next()
+                .unwrap()
+                .timestamp,
+            1500
+        );
+        let err = s.next_batch(10).unwrap_err().to_string();
+        assert!(
+            err.starts_with("in.jsonl:2: event time field `at`"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn key_and_time_fields() {
         let fields = JsonFields {
             key_field: Some("user".into()),
             time_field: Some("ts".into()),
+            ..Default::default()
         };
         let mut s = source(
             "{\"user\":\"ann\",\"ts\":17}\n{\"user\":7,\"ts\":18}\n",

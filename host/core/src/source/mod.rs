@@ -8,7 +8,7 @@ mod generator;
 mod jsonl;
 mod linger;
 
-pub use generator::{BidGenerator, NexmarkSource};
+pub use generator::{BidGenerator, ClickGenerator, ClickSpec, NexmarkSource};
 pub use jsonl::{JsonLinesSource, LineInput};
 pub use linger::Linger;
 
@@ -17,6 +17,10 @@ use std::sync::Arc;
 
 use crate::dead_letter::DeadLetters;
 use crate::pipeline::SourceSpec;
+
+/// How often a source waiting for input reports that it is still there
+/// (an empty batch), so the runtime can mark it idle.
+pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// A batch of events as a source produced it.
 #[derive(Debug, Clone)]
@@ -27,6 +31,21 @@ pub struct SourceBatch {
     pub len: usize,
     /// Where each event came from.
     pub origin: Origin,
+}
+
+impl SourceBatch {
+    /// An empty batch: the source is alive but has nothing (see
+    /// [`HEARTBEAT`]).
+    pub fn heartbeat(source: Arc<str>) -> Self {
+        SourceBatch {
+            bytes: 0u32.to_le_bytes().to_vec(),
+            len: 0,
+            origin: Origin {
+                source,
+                positions: Positions::Events(Vec::new()),
+            },
+        }
+    }
 }
 
 /// Where the events of a batch came from.
@@ -45,6 +64,35 @@ pub enum Positions {
     Lines(Vec<u64>),
     /// Consecutive sequence numbers starting here (generators).
     Sequence(u64),
+    /// 0-based event numbers, one per event (a generator's events after
+    /// partitioning by key, or an operator's results).
+    Events(Vec<u64>),
+}
+
+impl Positions {
+    /// The position of event `index` as a number (line or event number).
+    pub fn get(&self, index: usize) -> u64 {
+        match self {
+            Positions::Lines(v) | Positions::Events(v) => v.get(index).copied().unwrap_or(0),
+            Positions::Sequence(first) => first + index as u64,
+        }
+    }
+
+    /// Positions of the same kind, for a subset of events (filled by
+    /// [`Positions::push_from`]).
+    pub fn empty_like(&self) -> Positions {
+        match self {
+            Positions::Lines(_) => Positions::Lines(Vec::new()),
+            Positions::Sequence(_) | Positions::Events(_) => Positions::Events(Vec::new()),
+        }
+    }
+
+    /// Appends the position of event `index` of `from`.
+    pub fn push_from(&mut self, from: &Positions, index: usize) {
+        if let Positions::Lines(v) | Positions::Events(v) = self {
+            v.push(from.get(index));
+        }
+    }
 }
 
 impl Origin {
@@ -58,6 +106,10 @@ impl Origin {
             Positions::Sequence(first) => {
                 format!("{} event #{}", self.source, first + index as u64)
             }
+            Positions::Events(events) => match events.get(index) {
+                Some(n) => format!("{} event #{n}", self.source),
+                None => format!("{} (event #{index} of a batch)", self.source),
+            },
         }
     }
 
@@ -73,6 +125,10 @@ impl Origin {
                 self.source,
                 first + len.saturating_sub(1) as u64
             ),
+            Positions::Events(events) => match (events.first(), events.last()) {
+                (Some(a), Some(b)) => format!("{} events #{a}-#{b}", self.source),
+                _ => self.source.to_string(),
+            },
         }
     }
 }
@@ -151,6 +207,21 @@ pub fn open(
             dead_letters,
         )),
         SourceSpec::Bids { count, seed } => Box::new(BidGenerator::new(*seed, *count)),
+        SourceSpec::Clicks {
+            count,
+            seed,
+            base_time_ms,
+            interval_ms,
+            disorder_ms,
+            users,
+        } => Box::new(ClickGenerator::new(ClickSpec {
+            count: *count,
+            seed: *seed,
+            base_time_ms: i64::try_from(*base_time_ms).unwrap_or(i64::MAX),
+            interval_ms: *interval_ms,
+            disorder_ms: *disorder_ms,
+            users: *users,
+        })),
         SourceSpec::Nexmark {
             count,
             base_time_ms,

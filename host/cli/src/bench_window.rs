@@ -1,0 +1,253 @@
+//! `weir bench tumble|q5`: whole pipelines — the bid-shaped generator,
+//! keyed windows of WASM operators, a blackhole sink — against a
+//! hand-written native Rust loop doing the same work, in one run.
+//!
+//! Both sides use the same generator code, writing rows straight into
+//! batch buffers (the generator is part of the measured system, as
+//! Flink's datagen is part of Flink's). CPU time is the whole process's,
+//! so sources, routing, state, the guest calls and the sink all count.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+use weir_batch::{Batch, BatchWriter};
+use weir_core::keys::KeySelector;
+use weir_core::pipeline::PipelineSettings;
+use weir_core::runtime::{Pipeline, Stage, Task};
+use weir_core::sink::Blackhole;
+use weir_core::source::BidGenerator;
+use weir_core::state::{MemoryBackend, StateBackend};
+use weir_core::time::{BoundedOutOfOrderness, WatermarkSpec};
+use weir_core::window::{WindowOperator, WindowSpec};
+use weir_wasm::{Limits, WasmEngine};
+
+use crate::cpu::process_cpu_time;
+
+/// The watermark both sides use (as the Flink peer's `dt - INTERVAL '1' SECOND`).
+const OUT_OF_ORDERNESS_MS: u64 = 1000;
+
+/// A windowed workload.
+#[derive(Clone, Copy)]
+pub enum WindowWorkload {
+    /// `SELECT auction, count(*), window_start … TUMBLE(10 s) GROUP BY auction`.
+    Tumble,
+    /// Nexmark q5: per auction bids in HOP(10 s, 2 s) windows, then the
+    /// auctions with the most bids per window.
+    Q5,
+}
+
+/// One measured run.
+pub struct Measured {
+    /// CPU seconds of the whole process during the run.
+    pub cpu_seconds: f64,
+    /// Result events.
+    pub output_events: u64,
+}
+
+fn measure(run: impl FnOnce() -> anyhow::Result<u64>) -> anyhow::Result<Measured> {
+    let start = process_cpu_time();
+    let output_events = run()?;
+    Ok(Measured {
+        cpu_seconds: (process_cpu_time() - start).as_secs_f64(),
+        output_events,
+    })
+}
+
+/// The pipeline with WASM operators at `parallelism`.
+pub fn weir(
+    workload: WindowWorkload,
+    engine: &WasmEngine,
+    plugins: &Path,
+    events: u64,
+    batch: usize,
+    parallelism: usize,
+) -> anyhow::Result<Measured> {
+    let settings = PipelineSettings {
+        batch_size: batch,
+        ..PipelineSettings::default()
+    };
+    let max_parallelism = settings.max_parallelism;
+    let stage = |plugin: &str,
+                 name: &str,
+                 config: &[(&str, &str)],
+                 key: &str,
+                 window: WindowSpec|
+     -> anyhow::Result<Stage> {
+        let component = engine.load(&plugins.join(plugin))?;
+        let config: Vec<(String, String)> = config
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let subtasks = (0..parallelism)
+            .map(|subtask| {
+                let function = engine.instantiate(name, &component, &config, Limits::default())?;
+                Ok(Task::Window(WindowOperator::new(
+                    window,
+                    0,
+                    max_parallelism,
+                    Box::new(function),
+                    MemoryBackend.open(name, subtask)?,
+                )))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Stage {
+            key_by: Some(KeySelector::parse(key)),
+            subtasks,
+        })
+    };
+    let count = [("key_name", "auction"), ("count_name", "num")];
+    let stages = match workload {
+        WindowWorkload::Tumble => vec![stage(
+            "window_count.wasm",
+            "tumble",
+            &count,
+            "auction",
+            WindowSpec::Tumbling { size_ms: 10_000 },
+        )?],
+        WindowWorkload::Q5 => vec![
+            stage(
+                "window_count.wasm",
+                "bids-per-auction",
+                &count,
+                "auction",
+                WindowSpec::Sliding {
+                    size_ms: 10_000,
+                    slide_ms: 2_000,
+                },
+            )?,
+            stage(
+                "hot_items.wasm",
+                "hot-items",
+                &[],
+                "window_end",
+                WindowSpec::Tumbling { size_ms: 2_000 },
+            )?,
+        ],
+    };
+    let pipeline = Pipeline {
+        settings,
+        watermark: WatermarkSpec {
+            max_out_of_orderness_ms: OUT_OF_ORDERNESS_MS,
+            idle_timeout_ms: None,
+        },
+        sources: vec![Box::new(BidGenerator::new(42, Some(events)))],
+        stages,
+        sinks: vec![Box::new(Blackhole::default())],
+        late: Some(Box::new(Blackhole::default())),
+        dead_letters: None,
+    };
+    measure(|| {
+        let summary = pipeline.run(&Arc::default())?;
+        anyhow::ensure!(
+            summary.late_events == 0,
+            "{} late events",
+            summary.late_events
+        );
+        Ok(summary.events_out)
+    })
+}
+
+#[derive(serde::Deserialize)]
+struct Bid {
+    auction: u64,
+}
+
+/// The same work as a plain loop: generate a batch, parse each bid's
+/// auction, count per (window, auction) in hash maps, fire windows as the
+/// watermark passes them, and write each result as JSON.
+pub fn native(workload: WindowWorkload, events: u64, batch: usize) -> anyhow::Result<Measured> {
+    measure(|| {
+        let (size, slide) = match workload {
+            WindowWorkload::Tumble => (10_000i64, 10_000i64),
+            WindowWorkload::Q5 => (10_000, 2_000),
+        };
+        let mut generator = BidGenerator::new(42, Some(events));
+        let mut writer = BatchWriter::with_capacity(batch * 220);
+        let mut watermark = BoundedOutOfOrderness::new(OUT_OF_ORDERNESS_MS);
+        // Window start → auction → count.
+        let mut windows: BTreeMap<i64, HashMap<u64, u64>> = BTreeMap::new();
+        let mut out = Vec::with_capacity(1 << 16);
+        let mut results = 0u64;
+        loop {
+            if generator.fill(&mut writer, batch) == 0 {
+                break;
+            }
+            let bytes = writer.finish_into();
+            for event in Batch::new(&bytes)?.iter() {
+                let bid: Bid = serde_json::from_slice(event.value)?;
+                let ts = event.timestamp;
+                let mut start = ts - ts.rem_euclid(slide);
+                while start > ts - size {
+                    *windows
+                        .entry(start)
+                        .or_default()
+                        .entry(bid.auction)
+                        .or_default() += 1;
+                    start -= slide;
+                }
+                watermark.observe(ts);
+            }
+            results += fire(
+                workload,
+                &mut windows,
+                size,
+                watermark.watermark(),
+                &mut out,
+            );
+        }
+        results += fire(workload, &mut windows, size, i64::MAX, &mut out);
+        Ok(results)
+    })
+}
+
+/// Fires every window whose end has passed; returns the results written.
+fn fire(
+    workload: WindowWorkload,
+    windows: &mut BTreeMap<i64, HashMap<u64, u64>>,
+    size: i64,
+    watermark: i64,
+    out: &mut Vec<u8>,
+) -> u64 {
+    use std::io::Write;
+    let mut results = 0;
+    while let Some((&start, _)) = windows.first_key_value() {
+        if start + size - 1 > watermark {
+            break;
+        }
+        let Some((start, counts)) = windows.pop_first() else {
+            break;
+        };
+        let end = start + size;
+        match workload {
+            WindowWorkload::Tumble => {
+                for (auction, num) in &counts {
+                    let _ = write!(
+                        out,
+                        "{{\"auction\":{auction},\"num\":{num},\"window_start\":{start},\"window_end\":{end}}}"
+                    );
+                    results += 1;
+                    out.clear();
+                }
+            }
+            WindowWorkload::Q5 => {
+                let max = counts.values().copied().max().unwrap_or(0);
+                let mut hot: Vec<u64> = counts
+                    .iter()
+                    .filter(|(_, n)| **n == max)
+                    .map(|(a, _)| *a)
+                    .collect();
+                hot.sort_unstable();
+                for auction in hot {
+                    let _ = write!(
+                        out,
+                        "{{\"auction\":{auction},\"num\":{max},\"window_start\":{start},\"window_end\":{end}}}"
+                    );
+                    results += 1;
+                    out.clear();
+                }
+            }
+        }
+    }
+    results
+}

@@ -1,0 +1,214 @@
+//! Keys: which part of an event is its key, and which parallel subtask owns
+//! it.
+//!
+//! Keys hash into a fixed number of *key groups* (`max_parallelism`, 128 by
+//! default); each subtask owns a contiguous range of groups. State is
+//! stored per key group, so a checkpoint can be restored at another
+//! parallelism by handing out the groups differently (Flink's scheme).
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+/// The default number of key groups.
+pub const DEFAULT_MAX_PARALLELISM: u16 = 128;
+
+/// Where an event's key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySelector {
+    /// The event's own key (`key_by = "$key"`).
+    EventKey,
+    /// A top-level field of the JSON value (`key_by = "page"`). Strings
+    /// give their text, other values their JSON text.
+    Field(String),
+}
+
+impl KeySelector {
+    /// Parses the `key_by` setting.
+    pub fn parse(text: &str) -> Self {
+        match text {
+            "$key" => KeySelector::EventKey,
+            field => KeySelector::Field(field.to_string()),
+        }
+    }
+
+    /// The key of an event.
+    ///
+    /// # Errors
+    /// An event without a key, a value that is not a JSON object, or an
+    /// object without the field, explained for a person.
+    pub fn key<'a>(&self, key: Option<&'a [u8]>, value: &'a [u8]) -> Result<Cow<'a, [u8]>, String> {
+        match self {
+            KeySelector::EventKey => key
+                .map(Cow::Borrowed)
+                .ok_or_else(|| "the event has no key (key_by = \"$key\")".to_string()),
+            KeySelector::Field(field) => json_field(value, field),
+        }
+    }
+}
+
+impl fmt::Display for KeySelector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeySelector::EventKey => f.write_str("$key"),
+            KeySelector::Field(field) => f.write_str(field),
+        }
+    }
+}
+
+/// Reads top-level field `field` of the JSON object `value` without
+/// building the object: strings give their (unescaped) text, anything else
+/// its JSON text.
+///
+/// ```
+/// use weir_core::keys::json_field;
+/// assert_eq!(&*json_field(br#"{"a":{"x":1},"page":"/home"}"#, "page").unwrap(), b"/home");
+/// assert_eq!(&*json_field(br#"{"auction":1007}"#, "auction").unwrap(), b"1007");
+/// assert!(json_field(br#"{"a":1}"#, "page").unwrap_err().contains("`page`"));
+/// ```
+///
+/// # Errors
+/// Malformed JSON, a value that is not an object, or a missing or `null`
+/// field.
+pub fn json_field<'a>(value: &'a [u8], field: &str) -> Result<Cow<'a, [u8]>, String> {
+    let mut de = serde_json::Deserializer::from_slice(value);
+    let found = de::Deserializer::deserialize_map(&mut de, FieldVisitor { field })
+        .map_err(|e| format!("cannot read field `{field}`: {e}"))?;
+    let raw = found.ok_or_else(|| format!("the field `{field}` is missing"))?;
+    let text = raw.get();
+    if text == "null" {
+        return Err(format!("the field `{field}` is null"));
+    }
+    if text.starts_with('"') {
+        if !text.contains('\\') {
+            let inner = &text[1..text.len() - 1];
+            // Borrow from `value`: `raw` points into it.
+            let offset = inner.as_ptr() as usize - value.as_ptr() as usize;
+            return Ok(Cow::Borrowed(&value[offset..offset + inner.len()]));
+        }
+        let s: String = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        return Ok(Cow::Owned(s.into_bytes()));
+    }
+    let offset = text.as_ptr() as usize - value.as_ptr() as usize;
+    Ok(Cow::Borrowed(&value[offset..offset + text.len()]))
+}
+
+struct FieldVisitor<'f> {
+    field: &'f str,
+}
+
+impl<'de> Visitor<'de> for FieldVisitor<'_> {
+    type Value = Option<&'de RawValue>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found = None;
+        while let Some(name) = map.next_key_seed(KeyIs { field: self.field })? {
+            if name && found.is_none() {
+                found = Some(map.next_value::<&'de RawValue>()?);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// Compares a map key with the wanted field without allocating.
+struct KeyIs<'f> {
+    field: &'f str,
+}
+
+impl<'de> DeserializeSeed<'de> for KeyIs<'_> {
+    type Value = bool;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeyIs<'_> {
+    type Value = bool;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a field name")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<bool, E> {
+        Ok(v == self.field)
+    }
+}
+
+/// The key group of a key, in `0..max_parallelism`. Stable across runs,
+/// builds and platforms (it decides where state lives in checkpoints).
+pub fn key_group(key: &[u8], max_parallelism: u16) -> u16 {
+    // FNV-1a, then the murmur3 finaliser to spread the low bits.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^= h >> 33;
+    (h % u64::from(max_parallelism.max(1))) as u16
+}
+
+/// The subtask (of `parallelism`) that owns `group` (Flink's
+/// `computeOperatorIndexForKeyGroup`): contiguous ranges of groups.
+pub fn subtask_for_group(group: u16, max_parallelism: u16, parallelism: usize) -> usize {
+    usize::from(group) * parallelism / usize::from(max_parallelism.max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_of_every_json_type_read_as_bytes() {
+        let v = br#"{"s":"a\"b","n":-1.5e3,"b":true,"o":{"k":[1,2]},"skip":[{"s":1}]}"#;
+        assert_eq!(&*json_field(v, "s").unwrap(), b"a\"b");
+        assert_eq!(&*json_field(v, "n").unwrap(), b"-1.5e3");
+        assert_eq!(&*json_field(v, "b").unwrap(), b"true");
+        assert_eq!(&*json_field(v, "o").unwrap(), br#"{"k":[1,2]}"#);
+        assert!(
+            json_field(br#"{"s":null}"#, "s")
+                .unwrap_err()
+                .contains("null")
+        );
+        assert!(json_field(b"[1]", "s").is_err());
+        assert!(json_field(b"{\"s\":", "s").is_err());
+        // A nested field of the same name is not the top-level one.
+        assert!(json_field(br#"{"o":{"s":1}}"#, "s").is_err());
+    }
+
+    #[test]
+    fn the_event_key_selector_needs_a_key() {
+        let sel = KeySelector::parse("$key");
+        assert_eq!(&*sel.key(Some(b"k"), b"{}").unwrap(), b"k");
+        assert!(sel.key(None, b"{}").is_err());
+    }
+
+    #[test]
+    fn key_groups_are_stable_and_spread() {
+        // Pinned: a change here moves state between key groups and breaks
+        // restoring old checkpoints.
+        assert_eq!(key_group(b"user-1", 128), key_group(b"user-1", 128));
+        let mut counts = [0u32; 128];
+        for i in 0..128_000u32 {
+            counts[usize::from(key_group(i.to_string().as_bytes(), 128))] += 1;
+        }
+        assert!(counts.iter().all(|c| (800..1200).contains(c)), "{counts:?}");
+    }
+
+    #[test]
+    fn groups_map_to_contiguous_subtask_ranges() {
+        let owners: Vec<usize> = (0..8).map(|g| subtask_for_group(g, 8, 3)).collect();
+        assert_eq!(owners, [0, 0, 0, 1, 1, 1, 2, 2]);
+        assert!((0..128).all(|g| subtask_for_group(g, 128, 1) == 0));
+    }
+}

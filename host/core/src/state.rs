@@ -1,0 +1,304 @@
+//! Keyed state as the runtime sees it: byte keys to byte values, one store
+//! per operator and subtask.
+//!
+//! Operators build their keys with the key group first (see
+//! [`crate::keys::key_group`]), so the stores of a checkpoint can be split
+//! by key group when restoring at another parallelism. [`HotTier`] is a
+//! bounded write-back cache in front of any [`ColdStore`]; `weir-state`
+//! puts it in front of RocksDB. [`MemoryBackend`] keeps everything in a
+//! hash map.
+
+use std::collections::HashMap;
+
+/// A state backend that failed (I/O, corruption).
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("state backend: {0}")]
+pub struct StateError(pub String);
+
+/// The state of one operator subtask.
+pub trait StateStore: Send {
+    /// The value under `key`.
+    ///
+    /// # Errors
+    /// The backend cannot read.
+    fn get(&mut self, key: &[u8]) -> Result<Option<&[u8]>, StateError>;
+
+    /// Sets `key` to `value`.
+    ///
+    /// # Errors
+    /// The backend cannot write.
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StateError>;
+
+    /// Removes `key` (no error when absent).
+    ///
+    /// # Errors
+    /// The backend cannot write.
+    fn delete(&mut self, key: &[u8]) -> Result<(), StateError>;
+}
+
+/// Opens the stores of a pipeline's operators.
+pub trait StateBackend: Send + Sync {
+    /// The store of `operator`'s subtask `subtask`.
+    ///
+    /// # Errors
+    /// The backend cannot open it.
+    fn open(&self, operator: &str, subtask: usize) -> Result<Box<dyn StateStore>, StateError>;
+}
+
+/// Everything in memory.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MemoryBackend;
+
+impl StateBackend for MemoryBackend {
+    fn open(&self, _operator: &str, _subtask: usize) -> Result<Box<dyn StateStore>, StateError> {
+        Ok(Box::new(MemoryStore::default()))
+    }
+}
+
+/// A hash map.
+#[derive(Debug, Default, Clone)]
+pub struct MemoryStore {
+    map: HashMap<Vec<u8>, Vec<u8>>,
+}
+
+impl MemoryStore {
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+impl StateStore for MemoryStore {
+    fn get(&mut self, key: &[u8]) -> Result<Option<&[u8]>, StateError> {
+        Ok(self.map.get(key).map(Vec::as_slice))
+    }
+
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StateError> {
+        match self.map.get_mut(key) {
+            Some(v) => {
+                v.clear();
+                v.extend_from_slice(value);
+            }
+            None => {
+                self.map.insert(key.to_vec(), value.to_vec());
+            }
+        }
+        Ok(())
+    }
+
+    fn delete(&mut self, key: &[u8]) -> Result<(), StateError> {
+        self.map.remove(key);
+        Ok(())
+    }
+}
+
+/// The slow, large tier behind a [`HotTier`] (RocksDB in `weir-state`).
+pub trait ColdStore: Send {
+    /// The stored value under `key`.
+    ///
+    /// # Errors
+    /// The store cannot read.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError>;
+
+    /// Applies changes atomically: `Some` puts, `None` deletes.
+    ///
+    /// # Errors
+    /// The store cannot write.
+    fn write(&mut self, changes: &[(&[u8], Option<&[u8]>)]) -> Result<(), StateError>;
+}
+
+/// A cached entry: its value (`None`: absent or deleted) and whether the
+/// cold tier has yet to see it.
+#[derive(Debug)]
+struct Slot {
+    value: Option<Vec<u8>>,
+    dirty: bool,
+}
+
+/// Per-entry bookkeeping counted against the budget, beside key and value.
+const SLOT_OVERHEAD: usize = 48;
+
+/// A bounded in-memory tier in front of a [`ColdStore`]: reads are cached,
+/// writes stay in memory until the tier holds more than its budget; then
+/// every dirty entry goes to the cold tier in one write and the tier is
+/// trimmed to half its budget. A state update on the hot path is a
+/// hash-map update.
+///
+/// ```
+/// use weir_core::state::{ColdStore, HotTier, StateError, StateStore};
+///
+/// #[derive(Default)]
+/// struct Counted(std::collections::HashMap<Vec<u8>, Vec<u8>>);
+/// impl ColdStore for Counted {
+///     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+///         Ok(self.0.get(key).cloned())
+///     }
+///     fn write(&mut self, changes: &[(&[u8], Option<&[u8]>)]) -> Result<(), StateError> {
+///         for (k, v) in changes {
+///             match v {
+///                 Some(v) => self.0.insert(k.to_vec(), v.to_vec()),
+///                 None => self.0.remove(*k),
+///             };
+///         }
+///         Ok(())
+///     }
+/// }
+///
+/// let mut tier = HotTier::new(Counted::default(), 1 << 20);
+/// tier.put(b"k", b"v")?;
+/// assert_eq!(tier.get(b"k")?, Some(&b"v"[..]));
+/// tier.flush()?; // now the cold tier has it too
+/// # Ok::<(), StateError>(())
+/// ```
+pub struct HotTier<C: ColdStore> {
+    cold: C,
+    hot: HashMap<Vec<u8>, Slot>,
+    bytes: usize,
+    budget: usize,
+}
+
+impl<C: ColdStore> HotTier<C> {
+    /// A tier of `budget` bytes in front of `cold`.
+    pub fn new(cold: C, budget: usize) -> Self {
+        HotTier {
+            cold,
+            hot: HashMap::new(),
+            bytes: 0,
+            budget,
+        }
+    }
+
+    /// Writes every dirty entry to the cold tier (one write).
+    ///
+    /// # Errors
+    /// The cold tier cannot write.
+    pub fn flush(&mut self) -> Result<(), StateError> {
+        let changes: Vec<(&[u8], Option<&[u8]>)> = self
+            .hot
+            .iter()
+            .filter(|(_, s)| s.dirty)
+            .map(|(k, s)| (k.as_slice(), s.value.as_deref()))
+            .collect();
+        if changes.is_empty() {
+            return Ok(());
+        }
+        self.cold.write(&changes)?;
+        for slot in self.hot.values_mut() {
+            slot.dirty = false;
+        }
+        Ok(())
+    }
+
+    /// Bytes the tier holds (keys, values and bookkeeping).
+    pub fn hot_bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The cold tier.
+    pub fn cold(&self) -> &C {
+        &self.cold
+    }
+
+    fn cost(key: &[u8], value: Option<&Vec<u8>>) -> usize {
+        key.len() + value.map_or(0, Vec::len) + SLOT_OVERHEAD
+    }
+
+    /// Over budget: flush, then drop entries down to half the budget.
+    fn spill(&mut self) -> Result<(), StateError> {
+        if self.bytes <= self.budget {
+            return Ok(());
+        }
+        self.flush()?;
+        let target = self.budget / 2;
+        let mut bytes = self.bytes;
+        self.hot.retain(|key, slot| {
+            if bytes <= target {
+                return true;
+            }
+            bytes -= Self::cost(key, slot.value.as_ref());
+            false
+        });
+        self.bytes = bytes;
+        Ok(())
+    }
+}
+
+impl<C: ColdStore> StateStore for HotTier<C> {
+    fn get(&mut self, key: &[u8]) -> Result<Option<&[u8]>, StateError> {
+        if !self.hot.contains_key(key) {
+            self.spill()?;
+            let value = self.cold.get(key)?;
+            self.bytes += Self::cost(key, value.as_ref());
+            self.hot.insert(
+                key.to_vec(),
+                Slot {
+                    value,
+                    dirty: false,
+                },
+            );
+        }
+        Ok(self.hot.get(key).and_then(|s| s.value.as_deref()))
+    }
+
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StateError> {
+        match self.hot.get_mut(key) {
+            Some(slot) => {
+                let old = slot.value.as_ref().map_or(0, Vec::len);
+                match &mut slot.value {
+                    Some(v) => {
+                        v.clear();
+                        v.extend_from_slice(value);
+                    }
+                    None => slot.value = Some(value.to_vec()),
+                }
+                slot.dirty = true;
+                self.bytes = self.bytes + value.len() - old;
+            }
+            None => {
+                self.bytes += key.len() + value.len() + SLOT_OVERHEAD;
+                self.hot.insert(
+                    key.to_vec(),
+                    Slot {
+                        value: Some(value.to_vec()),
+                        dirty: true,
+                    },
+                );
+            }
+        }
+        self.spill()
+    }
+
+    fn delete(&mut self, key: &[u8]) -> Result<(), StateError> {
+        match self.hot.get_mut(key) {
+            Some(slot) => {
+                self.bytes -= slot.value.as_ref().map_or(0, Vec::len);
+                slot.value = None;
+                slot.dirty = true;
+            }
+            None => {
+                self.bytes += key.len() + SLOT_OVERHEAD;
+                self.hot.insert(
+                    key.to_vec(),
+                    Slot {
+                        value: None,
+                        dirty: true,
+                    },
+                );
+            }
+        }
+        self.spill()
+    }
+}
+
+impl<C: ColdStore> Drop for HotTier<C> {
+    fn drop(&mut self) {
+        if let Err(e) = self.flush() {
+            tracing::warn!("state not flushed to the cold tier on shutdown: {e}");
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! Keyed event-time windows: which windows an event belongs to, and the
+//! operator that keeps their contents in host state and fires them when the
+//! watermark passes their end.
+//!
+//! The window *function* is the user's logic (a WASM component, or native
+//! code in tests and benchmarks): either an incremental aggregate, whose
+//! accumulators the host stores, or a whole-window function that gets all
+//! of a window's events when it fires.
+
+mod operator;
+
+pub use operator::{WindowError, WindowOperator, WindowOutput};
+
+use serde::Deserialize;
+
+use crate::operator::OperatorFailure;
+
+/// `window = { type = …, … }` on an operator.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum WindowSpec {
+    /// Fixed-size, non-overlapping windows aligned to the epoch.
+    Tumbling {
+        /// Window length.
+        size_ms: u64,
+    },
+    /// Fixed-size windows starting every `slide_ms` (hopping windows); an
+    /// event belongs to `size_ms / slide_ms` of them.
+    Sliding {
+        /// Window length.
+        size_ms: u64,
+        /// Distance between window starts.
+        slide_ms: u64,
+    },
+    /// Per key, a window that grows while events keep arriving less than
+    /// `gap_ms` apart; a bridging event merges two sessions.
+    Session {
+        /// Inactivity that closes a session.
+        gap_ms: u64,
+    },
+}
+
+impl WindowSpec {
+    /// Checks the sizes.
+    ///
+    /// # Errors
+    /// A zero size, gap or slide, or a slide that does not divide the size.
+    pub fn validate(&self) -> Result<(), String> {
+        match *self {
+            WindowSpec::Tumbling { size_ms: 0 } => Err("window size_ms must be > 0".into()),
+            WindowSpec::Sliding { size_ms, slide_ms } if size_ms == 0 || slide_ms == 0 => {
+                Err("window size_ms and slide_ms must be > 0".into())
+            }
+            WindowSpec::Sliding { size_ms, slide_ms } if size_ms % slide_ms != 0 => Err(format!(
+                "sliding window size_ms ({size_ms}) must be a multiple of slide_ms ({slide_ms})"
+            )),
+            WindowSpec::Session { gap_ms: 0 } => Err("session gap_ms must be > 0".into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Calls `each` with every window of this (non-session) kind that
+    /// contains `timestamp`; a session spec gives the event's own
+    /// `[timestamp, timestamp + gap)`, to be merged.
+    pub fn assign(&self, timestamp: i64, mut each: impl FnMut(Window)) {
+        let ms = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        match *self {
+            WindowSpec::Tumbling { size_ms } => {
+                let start = timestamp - timestamp.rem_euclid(ms(size_ms));
+                each(Window::new(start, start.saturating_add(ms(size_ms))));
+            }
+            WindowSpec::Sliding { size_ms, slide_ms } => {
+                let (size, slide) = (ms(size_ms), ms(slide_ms));
+                let last_start = timestamp - timestamp.rem_euclid(slide);
+                let mut start = last_start;
+                while start > timestamp - size {
+                    each(Window::new(start, start.saturating_add(size)));
+                    start -= slide;
+                }
+            }
+            WindowSpec::Session { gap_ms } => {
+                each(Window::new(timestamp, timestamp.saturating_add(ms(gap_ms))));
+            }
+        }
+    }
+}
+
+/// A window: `[start, end)` in event-time milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Window {
+    /// First millisecond in the window.
+    pub start: i64,
+    /// First millisecond after the window.
+    pub end: i64,
+}
+
+impl Window {
+    /// `[start, end)`.
+    pub fn new(start: i64, end: i64) -> Self {
+        Window { start, end }
+    }
+
+    /// The last timestamp in the window; it fires when the watermark
+    /// reaches this.
+    pub fn max_timestamp(&self) -> i64 {
+        self.end - 1
+    }
+
+    /// Whether two session windows overlap or touch (Flink merges both).
+    pub fn intersects(&self, other: &Window) -> bool {
+        self.start <= other.end && other.start <= self.end
+    }
+
+    /// The smallest window covering both.
+    pub fn cover(&self, other: &Window) -> Window {
+        Window::new(self.start.min(other.start), self.end.max(other.end))
+    }
+}
+
+/// What a window function keeps per window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FunctionKind {
+    /// An accumulator, updated by `add` and `merge` (Flink's
+    /// `AggregateFunction`).
+    Aggregate,
+    /// Every event; the function sees them all when the window fires
+    /// (Flink's `ProcessWindowFunction`).
+    WholeWindow,
+}
+
+/// The user's window logic, in the buffer formats of
+/// `weir_batch::window`. Mirrors the WIT `aggregate` and `window`
+/// interfaces.
+pub trait WindowFunction: Send {
+    /// The operator's name from the pipeline file.
+    fn name(&self) -> &str;
+
+    /// What the host keeps per window.
+    fn kind(&self) -> FunctionKind;
+
+    /// Folds events into accumulators (aggregate only). `accumulators` are
+    /// slots, one per group, empty for a new group; `assignments` holds
+    /// pairs `(event index, group index)` in event order. Returns one
+    /// accumulator per group.
+    ///
+    /// # Errors
+    /// The function failed; the host then keeps the state it had before.
+    fn add(
+        &mut self,
+        accumulators: &[u8],
+        events: &[u8],
+        assignments: &[u32],
+    ) -> Result<Vec<u8>, OperatorFailure>;
+
+    /// Merges accumulators pairwise, `left[i]` with `right[i]` (aggregate
+    /// only; session windows).
+    ///
+    /// # Errors
+    /// The function failed.
+    fn merge(&mut self, left: &[u8], right: &[u8]) -> Result<Vec<u8>, OperatorFailure>;
+
+    /// Turns fired windows (payload: the accumulator, or the window's
+    /// events as a batch) into output events.
+    ///
+    /// # Errors
+    /// The function failed.
+    fn fire(&mut self, windows: &[u8]) -> Result<Vec<u8>, OperatorFailure>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn windows(spec: WindowSpec, ts: i64) -> Vec<(i64, i64)> {
+        let mut out = Vec::new();
+        spec.assign(ts, |w| out.push((w.start, w.end)));
+        out
+    }
+
+    #[test]
+    fn tumbling_and_sliding_windows_contain_their_events() {
+        let t = WindowSpec::Tumbling { size_ms: 10 };
+        assert_eq!(windows(t, 0), [(0, 10)]);
+        assert_eq!(windows(t, 19), [(10, 20)]);
+        assert_eq!(windows(t, -1), [(-10, 0)]);
+        let s = WindowSpec::Sliding {
+            size_ms: 10,
+            slide_ms: 5,
+        };
+        assert_eq!(windows(s, 12), [(10, 20), (5, 15)]);
+        assert_eq!(windows(s, 10), [(10, 20), (5, 15)]);
+        assert_eq!(windows(s, 9), [(5, 15), (0, 10)]);
+        let q5 = WindowSpec::Sliding {
+            size_ms: 10_000,
+            slide_ms: 2_000,
+        };
+        assert_eq!(windows(q5, 12_345).len(), 5);
+    }
+
+    #[test]
+    fn bad_sizes_are_refused() {
+        assert!(WindowSpec::Tumbling { size_ms: 0 }.validate().is_err());
+        let s = WindowSpec::Sliding {
+            size_ms: 10,
+            slide_ms: 3,
+        };
+        assert!(s.validate().unwrap_err().contains("multiple"));
+        assert!(WindowSpec::Session { gap_ms: 5 }.validate().is_ok());
+    }
+}
+
+#[cfg(test)]
+mod operator_tests;

@@ -1,0 +1,546 @@
+//! The window operator of one subtask.
+//!
+//! Per input batch it finds each event's windows, drops what is later than
+//! the allowed lateness into the late output, groups the rest by (key,
+//! window) and hands the whole batch with its groups' accumulators to the
+//! window function in **one** call; the new accumulators replace the old
+//! only when that call succeeds, so a failing guest never leaves a batch
+//! half applied. Per watermark it fires the windows whose end has passed,
+//! in (end, key, start) order, so the output does not depend on arrival
+//! order or parallelism.
+
+use std::collections::{BTreeSet, HashMap};
+
+use weir_batch::window::{FiredWriter, Slots, SlotsWriter};
+use weir_batch::{Batch, BatchWriter, EventRef, FormatError};
+
+use super::{FunctionKind, Window, WindowFunction, WindowSpec};
+use crate::keys::key_group;
+use crate::operator::{FailureKind, OperatorFailure};
+use crate::state::{StateError, StateStore};
+use crate::time::BEFORE_TIME;
+
+/// Why the window operator stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum WindowError {
+    /// The window function failed; the state is as before the call.
+    #[error("{}", .0.message)]
+    Function(OperatorFailure),
+    /// The state backend failed.
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+impl From<OperatorFailure> for WindowError {
+    fn from(f: OperatorFailure) -> Self {
+        WindowError::Function(f)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerKind {
+    Fire,
+    Cleanup,
+}
+
+/// Timers sort by time, then kind, key and window: the firing order.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Timer {
+    time: i64,
+    kind: TimerKind,
+    key: Option<Vec<u8>>,
+    window: Window,
+}
+
+type Key = Option<Vec<u8>>;
+
+/// Keyed windows over host state for one subtask.
+pub struct WindowOperator {
+    spec: WindowSpec,
+    lateness: i64,
+    max_parallelism: u16,
+    function: Box<dyn WindowFunction>,
+    store: Box<dyn StateStore>,
+    watermark: i64,
+    timers: BTreeSet<Timer>,
+    /// Session windows per key (session specs only).
+    sessions: HashMap<Key, Vec<Window>>,
+    state_key: Vec<u8>,
+}
+
+/// Where one batch's outputs go.
+pub struct WindowOutput<'a> {
+    /// Window results, in the batch format.
+    pub results: &'a mut Vec<Vec<u8>>,
+    /// Events later than the allowed lateness.
+    pub late: &'a mut BatchWriter,
+}
+
+impl WindowOperator {
+    /// An operator firing `function` over `spec` windows, keeping window
+    /// contents in `store`.
+    pub fn new(
+        spec: WindowSpec,
+        allowed_lateness_ms: u64,
+        max_parallelism: u16,
+        function: Box<dyn WindowFunction>,
+        store: Box<dyn StateStore>,
+    ) -> Self {
+        WindowOperator {
+            spec,
+            lateness: i64::try_from(allowed_lateness_ms).unwrap_or(i64::MAX),
+            max_parallelism,
+            function,
+            store,
+            watermark: BEFORE_TIME,
+            timers: BTreeSet::new(),
+            sessions: HashMap::new(),
+            state_key: Vec::with_capacity(64),
+        }
+    }
+
+    /// The operator's name.
+    pub fn name(&self) -> &str {
+        self.function.name()
+    }
+
+    /// The watermark the operator last saw.
+    pub fn watermark(&self) -> i64 {
+        self.watermark
+    }
+
+    /// Number of windows holding state.
+    pub fn open_windows(&self) -> usize {
+        self.timers
+            .iter()
+            .filter(|t| t.kind == TimerKind::Fire)
+            .count()
+    }
+
+    fn is_late(&self, window: &Window) -> bool {
+        window.max_timestamp().saturating_add(self.lateness) <= self.watermark
+    }
+
+    fn already_fired(&self, window: &Window) -> bool {
+        window.max_timestamp() <= self.watermark
+    }
+
+    /// Adds a batch (events carry their key). Results of windows that
+    /// re-fire because of late-but-allowed events are appended to
+    /// `out.results`; events later than the lateness go to `out.late`.
+    ///
+    /// # Errors
+    /// The window function or the state backend failed. For a function
+    /// failure, `event_index` is the input event, and the state is as it
+    /// was before the batch.
+    pub fn process(&mut self, bytes: &[u8], out: WindowOutput<'_>) -> Result<(), WindowError> {
+        let batch = Batch::new(bytes).map_err(|e| bad_input(self.name(), &e))?;
+        let events: Vec<EventRef<'_>> = batch.iter().collect();
+        let session_windows = match self.spec {
+            WindowSpec::Session { .. } => Some(self.merge_sessions(&events, out.late)?),
+            _ => None,
+        };
+
+        // Group (key, window) pairs; remember each event's pairs.
+        let mut groups: HashMap<(Option<&[u8]>, Window), u32> = HashMap::new();
+        let mut group_list: Vec<(Option<&[u8]>, Window)> = Vec::new();
+        let mut assignments: Vec<u32> = Vec::with_capacity(events.len() * 2);
+        for (index, event) in events.iter().enumerate() {
+            let mut any = false;
+            let mut assign = |window: Window, this: &Self| {
+                if this.is_late(&window) {
+                    return;
+                }
+                any = true;
+                let next = group_list.len() as u32;
+                let group = *groups.entry((event.key, window)).or_insert_with(|| {
+                    group_list.push((event.key, window));
+                    next
+                });
+                assignments.extend_from_slice(&[index as u32, group]);
+            };
+            match &session_windows {
+                Some(finals) => {
+                    if let Some(window) = finals[index] {
+                        assign(window, self);
+                    }
+                }
+                None => self.spec.assign(event.timestamp, |w| assign(w, self)),
+            }
+            // Session events that are late already went to `late`.
+            if !any && session_windows.is_none() {
+                out.late.push_event(event);
+            }
+        }
+        if group_list.is_empty() {
+            return Ok(());
+        }
+
+        let mut refire = Vec::new();
+        match self.function.kind() {
+            FunctionKind::Aggregate => {
+                let mut slots = SlotsWriter::with_capacity(group_list.len() * 16);
+                let mut is_new = Vec::with_capacity(group_list.len());
+                for (key, window) in &group_list {
+                    self.fill_state_key(*key, window);
+                    let acc = self.store.get(&self.state_key)?;
+                    is_new.push(acc.is_none());
+                    slots.push(acc);
+                }
+                let updated = self.function.add(&slots.finish(), bytes, &assignments)?;
+                let updated = Slots::new(&updated)
+                    .ok()
+                    .filter(|s| s.len() == group_list.len())
+                    .ok_or_else(|| {
+                        bad_output(format!(
+                            "`add` must return {} accumulators in the slots format",
+                            group_list.len()
+                        ))
+                    })?;
+                for (((key, window), acc), new) in group_list.iter().zip(updated.iter()).zip(is_new)
+                {
+                    let acc =
+                        acc.ok_or_else(|| bad_output("`add` returned an empty slot".into()))?;
+                    self.fill_state_key(*key, window);
+                    self.store.put(&self.state_key, acc)?;
+                    self.note_update(*key, *window, new, &mut refire);
+                }
+            }
+            FunctionKind::WholeWindow => {
+                let mut appended: Vec<BatchWriter> =
+                    group_list.iter().map(|_| BatchWriter::new()).collect();
+                for pair in assignments.chunks_exact(2) {
+                    appended[pair[1] as usize].push_event(&events[pair[0] as usize]);
+                }
+                for ((key, window), writer) in group_list.iter().zip(appended) {
+                    self.fill_state_key(*key, window);
+                    let new = self.store.get(&self.state_key)?.is_none();
+                    let merged = append_events(self.store.get(&self.state_key)?, writer);
+                    self.store.put(&self.state_key, &merged)?;
+                    self.note_update(*key, *window, new, &mut refire);
+                }
+            }
+        }
+        if !refire.is_empty() {
+            refire.sort();
+            refire.dedup();
+            let fired = self.fire(&refire)?;
+            out.results.extend(fired);
+        }
+        Ok(())
+    }
+
+    /// Registers timers for a window that just got its first event, and
+    /// notes windows that fired already and must fire again.
+    fn note_update(
+        &mut self,
+        key: Option<&[u8]>,
+        window: Window,
+        new: bool,
+        refire: &mut Vec<(Key, Window)>,
+    ) {
+        let key = key.map(<[u8]>::to_vec);
+        if self.already_fired(&window) {
+            refire.push((key.clone(), window));
+        } else if new {
+            self.timers.insert(Timer {
+                time: window.max_timestamp(),
+                kind: TimerKind::Fire,
+                key: key.clone(),
+                window,
+            });
+        }
+        if new {
+            self.timers.insert(Timer {
+                time: window.max_timestamp().saturating_add(self.lateness),
+                kind: TimerKind::Cleanup,
+                key,
+                window,
+            });
+        }
+    }
+
+    /// Advances event time: fires every window whose end has passed and
+    /// drops the state of windows past their lateness. Returns the results.
+    ///
+    /// # Errors
+    /// The window function or the state backend failed.
+    pub fn advance(&mut self, watermark: i64) -> Result<Vec<Vec<u8>>, WindowError> {
+        if watermark <= self.watermark {
+            return Ok(Vec::new());
+        }
+        self.watermark = watermark;
+        let mut due = Vec::new();
+        while let Some(first) = self.timers.first() {
+            if first.time > watermark {
+                break;
+            }
+            if let Some(timer) = self.timers.pop_first() {
+                due.push(timer);
+            }
+        }
+        let to_fire: Vec<(Key, Window)> = due
+            .iter()
+            .filter(|t| t.kind == TimerKind::Fire)
+            .map(|t| (t.key.clone(), t.window))
+            .collect();
+        let results = self.fire(&to_fire)?;
+        for timer in due.iter().filter(|t| t.kind == TimerKind::Cleanup) {
+            self.fill_state_key(timer.key.as_deref(), &timer.window);
+            self.store.delete(&self.state_key)?;
+            if let Some(set) = self.sessions.get_mut(&timer.key) {
+                set.retain(|w| *w != timer.window);
+                if set.is_empty() {
+                    self.sessions.remove(&timer.key);
+                }
+            }
+        }
+        Ok(results)
+    }
+
+    fn fire(&mut self, windows: &[(Key, Window)]) -> Result<Vec<Vec<u8>>, WindowError> {
+        if windows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut fired = FiredWriter::new();
+        for (key, window) in windows {
+            self.fill_state_key(key.as_deref(), window);
+            let payload = self.store.get(&self.state_key)?.unwrap_or_default();
+            match self.function.kind() {
+                FunctionKind::Aggregate => {
+                    fired.push(window.start, window.end, key.as_deref(), payload)
+                }
+                FunctionKind::WholeWindow => {
+                    let sorted = sorted_by_time(payload);
+                    fired.push(window.start, window.end, key.as_deref(), &sorted);
+                }
+            }
+        }
+        let output = self.function.fire(&fired.finish())?;
+        Batch::new(&output).map_err(|e| bad_output(e.to_string()))?;
+        Ok(vec![output])
+    }
+
+    /// Session windows: merges each event's `[ts, ts + gap)` into its key's
+    /// sessions, combining the state of merged sessions, and returns each
+    /// event's final session (`None`: late, written to `late`).
+    fn merge_sessions(
+        &mut self,
+        events: &[EventRef<'_>],
+        late: &mut BatchWriter,
+    ) -> Result<Vec<Option<Window>>, WindowError> {
+        // For each session that exists after the batch, the sessions with
+        // stored state it absorbed.
+        let mut absorbed: HashMap<(Key, Window), Vec<Window>> = HashMap::new();
+        let mut touched: Vec<Key> = Vec::new();
+        for event in events {
+            let mut own = None;
+            self.spec.assign(event.timestamp, |w| own = Some(w));
+            let Some(own) = own else { continue };
+            let key: Key = event.key.map(<[u8]>::to_vec);
+            let set = self
+                .sessions
+                .get(&key)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let merged = set
+                .iter()
+                .filter(|s| s.intersects(&own))
+                .fold(own, |m, s| m.cover(s));
+            if self.is_late(&merged) {
+                continue;
+            }
+            let set = self.sessions.entry(key.clone()).or_default();
+            let mut sources = Vec::new();
+            set.retain(|s| {
+                if s.intersects(&own) {
+                    sources.push(*s);
+                    false
+                } else {
+                    true
+                }
+            });
+            set.push(merged);
+            let mut stored = Vec::new();
+            for s in sources {
+                match absorbed.remove(&(key.clone(), s)) {
+                    Some(list) => stored.extend(list),
+                    None => stored.push(s), // existed before the batch
+                }
+            }
+            absorbed.insert((key.clone(), merged), stored);
+            touched.push(key);
+        }
+        // Sessions created in this batch have no stored state: drop them
+        // from the absorbed lists (a `get` tells).
+        let mut pairs: Vec<((Key, Window), Vec<Window>)> = absorbed.into_iter().collect();
+        pairs.sort();
+        for ((key, target), sources) in &pairs {
+            let mut with_state = Vec::new();
+            for s in sources {
+                self.fill_state_key(key.as_deref(), s);
+                if let Some(bytes) = self.store.get(&self.state_key)? {
+                    with_state.push((*s, bytes.to_vec()));
+                }
+            }
+            if with_state.len() == 1 && with_state[0].0 == *target {
+                continue;
+            }
+            let combined = self.combine(with_state.iter().map(|(_, b)| b.clone()).collect())?;
+            for (s, _) in &with_state {
+                self.fill_state_key(key.as_deref(), s);
+                self.store.delete(&self.state_key)?;
+                self.remove_timers(key, s);
+            }
+            if let Some(bytes) = combined {
+                self.fill_state_key(key.as_deref(), target);
+                self.store.put(&self.state_key, &bytes)?;
+                // If the merged session fired already, process() re-fires
+                // it with the batch's other late updates.
+                self.note_update(key.as_deref(), *target, true, &mut Vec::new());
+            }
+        }
+        // Each event's final session.
+        let mut finals = Vec::with_capacity(events.len());
+        for event in events {
+            let key: Key = event.key.map(<[u8]>::to_vec);
+            let found = self.sessions.get(&key).and_then(|set| {
+                set.iter()
+                    .find(|s| s.start <= event.timestamp && event.timestamp < s.end)
+                    .copied()
+            });
+            match found {
+                Some(w) if !self.is_late(&w) => finals.push(Some(w)),
+                _ => {
+                    late.push_event(event);
+                    finals.push(None);
+                }
+            }
+        }
+        Ok(finals)
+    }
+
+    /// Combines several windows' state into one (guest `merge` for
+    /// aggregates, concatenation for whole-window state).
+    fn combine(&mut self, mut states: Vec<Vec<u8>>) -> Result<Option<Vec<u8>>, WindowError> {
+        if states.len() <= 1 {
+            return Ok(states.pop());
+        }
+        match self.function.kind() {
+            FunctionKind::WholeWindow => {
+                let mut writer = BatchWriter::new();
+                for s in &states {
+                    for e in Batch::new(s)
+                        .map_err(|e| bad_input(self.name(), &e))?
+                        .iter()
+                    {
+                        writer.push_event(&e);
+                    }
+                }
+                Ok(Some(writer.finish()))
+            }
+            FunctionKind::Aggregate => {
+                while states.len() > 1 {
+                    let mut left = SlotsWriter::new();
+                    let mut right = SlotsWriter::new();
+                    let odd = (states.len() % 2 == 1).then(|| states.pop()).flatten();
+                    for pair in states.chunks(2) {
+                        left.push(Some(&pair[0]));
+                        right.push(Some(&pair[1]));
+                    }
+                    let merged = self.function.merge(&left.finish(), &right.finish())?;
+                    let slots = Slots::new(&merged)
+                        .map_err(|e| bad_output(format!("`merge` output: {e}")))?;
+                    states = slots
+                        .iter()
+                        .map(|s| s.map(<[u8]>::to_vec).unwrap_or_default())
+                        .collect();
+                    states.extend(odd);
+                }
+                Ok(states.pop())
+            }
+        }
+    }
+
+    fn remove_timers(&mut self, key: &Key, window: &Window) {
+        for (time, kind) in [
+            (window.max_timestamp(), TimerKind::Fire),
+            (
+                window.max_timestamp().saturating_add(self.lateness),
+                TimerKind::Cleanup,
+            ),
+        ] {
+            self.timers.remove(&Timer {
+                time,
+                kind,
+                key: key.clone(),
+                window: *window,
+            });
+        }
+    }
+
+    fn fill_state_key(&mut self, key: Option<&[u8]>, window: &Window) {
+        let k = &mut self.state_key;
+        k.clear();
+        let group = key.map_or(0, |key| key_group(key, self.max_parallelism));
+        k.extend_from_slice(&group.to_be_bytes());
+        // Sign-flipped big-endian times sort in time order.
+        k.extend_from_slice(&((window.end as u64) ^ (1 << 63)).to_be_bytes());
+        k.extend_from_slice(&((window.start as u64) ^ (1 << 63)).to_be_bytes());
+        match key {
+            Some(key) => {
+                k.push(1);
+                k.extend_from_slice(key);
+            }
+            None => k.push(0),
+        }
+    }
+}
+
+fn append_events(existing: Option<&[u8]>, mut more: BatchWriter) -> Vec<u8> {
+    let Some(existing) = existing.and_then(|b| Batch::new(b).ok()) else {
+        return more.finish_into();
+    };
+    let mut writer = BatchWriter::with_capacity(existing.as_bytes().len() + more.byte_len());
+    for e in existing.iter() {
+        writer.push_event(&e);
+    }
+    let added = more.finish();
+    if let Ok(added) = Batch::new(&added) {
+        for e in added.iter() {
+            writer.push_event(&e);
+        }
+    }
+    writer.finish()
+}
+
+fn sorted_by_time(payload: &[u8]) -> Vec<u8> {
+    let Ok(batch) = Batch::new(payload) else {
+        return payload.to_vec();
+    };
+    let mut events: Vec<EventRef<'_>> = batch.iter().collect();
+    events.sort_by_key(|e| e.timestamp);
+    let mut writer = BatchWriter::with_capacity(payload.len());
+    for e in &events {
+        writer.push_event(e);
+    }
+    writer.finish()
+}
+
+fn bad_output(message: String) -> WindowError {
+    WindowError::Function(OperatorFailure {
+        kind: FailureKind::BadOutput,
+        message,
+        event_index: None,
+        output_before: Vec::new(),
+    })
+}
+
+fn bad_input(name: &str, e: &FormatError) -> WindowError {
+    WindowError::Function(OperatorFailure {
+        kind: FailureKind::BadOutput,
+        message: format!("`{name}` got a malformed batch: {e}"),
+        event_index: None,
+        output_before: Vec::new(),
+    })
+}

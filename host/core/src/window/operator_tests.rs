@@ -1,0 +1,430 @@
+//! The window operator against a native count/collect function.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+use weir_batch::window::{FiredWindows, Slots, SlotsWriter};
+use weir_batch::{Batch, BatchWriter};
+
+use super::WindowOutput;
+use super::*;
+use crate::operator::{FailureKind, OperatorFailure};
+use crate::state::MemoryStore;
+use crate::time::{BoundedOutOfOrderness, END_OF_TIME};
+
+/// Counts events per window; fails on an event whose value is `boom`.
+struct Count;
+
+fn count_of(slot: Option<&[u8]>) -> u64 {
+    slot.map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap()))
+}
+
+impl WindowFunction for Count {
+    fn name(&self) -> &str {
+        "count"
+    }
+    fn kind(&self) -> FunctionKind {
+        FunctionKind::Aggregate
+    }
+    fn add(
+        &mut self,
+        accs: &[u8],
+        events: &[u8],
+        pairs: &[u32],
+    ) -> Result<Vec<u8>, OperatorFailure> {
+        let mut counts: Vec<u64> = Slots::new(accs).unwrap().iter().map(count_of).collect();
+        let events: Vec<_> = Batch::new(events).unwrap().iter().collect();
+        for pair in pairs.chunks(2) {
+            if events[pair[0] as usize].value == b"boom" {
+                return Err(OperatorFailure {
+                    kind: FailureKind::Trap,
+                    message: "boom".into(),
+                    event_index: Some(pair[0] as usize),
+                    output_before: Vec::new(),
+                });
+            }
+            counts[pair[1] as usize] += 1;
+        }
+        let mut out = SlotsWriter::new();
+        for c in counts {
+            out.push(Some(&c.to_le_bytes()));
+        }
+        Ok(out.finish())
+    }
+    fn merge(&mut self, left: &[u8], right: &[u8]) -> Result<Vec<u8>, OperatorFailure> {
+        let mut out = SlotsWriter::new();
+        for (l, r) in Slots::new(left)
+            .unwrap()
+            .iter()
+            .zip(Slots::new(right).unwrap().iter())
+        {
+            out.push(Some(&(count_of(l) + count_of(r)).to_le_bytes()));
+        }
+        Ok(out.finish())
+    }
+    fn fire(&mut self, windows: &[u8]) -> Result<Vec<u8>, OperatorFailure> {
+        let mut out = BatchWriter::new();
+        for w in FiredWindows::new(windows).unwrap().iter() {
+            let text = format!(
+                "{}@{}..{}={}",
+                String::from_utf8_lossy(w.key.unwrap_or(b"-")),
+                w.start,
+                w.end,
+                count_of(Some(w.payload))
+            );
+            out.push(w.end - 1, w.key, text.as_bytes(), &[]);
+        }
+        Ok(out.finish())
+    }
+}
+
+/// Lists each window's event values, in time order.
+struct Collect;
+
+impl WindowFunction for Collect {
+    fn name(&self) -> &str {
+        "collect"
+    }
+    fn kind(&self) -> FunctionKind {
+        FunctionKind::WholeWindow
+    }
+    fn add(&mut self, _: &[u8], _: &[u8], _: &[u32]) -> Result<Vec<u8>, OperatorFailure> {
+        unreachable!("whole-window state is kept by the host")
+    }
+    fn merge(&mut self, _: &[u8], _: &[u8]) -> Result<Vec<u8>, OperatorFailure> {
+        unreachable!("whole-window state is kept by the host")
+    }
+    fn fire(&mut self, windows: &[u8]) -> Result<Vec<u8>, OperatorFailure> {
+        let mut out = BatchWriter::new();
+        for w in FiredWindows::new(windows).unwrap().iter() {
+            let values: Vec<String> = Batch::new(w.payload)
+                .unwrap()
+                .iter()
+                .map(|e| String::from_utf8_lossy(e.value).into_owned())
+                .collect();
+            let text = format!("{}..{}:{}", w.start, w.end, values.join(","));
+            out.push(w.end - 1, w.key, text.as_bytes(), &[]);
+        }
+        Ok(out.finish())
+    }
+}
+
+fn operator(spec: WindowSpec, lateness: u64, function: Box<dyn WindowFunction>) -> WindowOperator {
+    WindowOperator::new(
+        spec,
+        lateness,
+        128,
+        function,
+        Box::new(MemoryStore::default()),
+    )
+}
+
+#[derive(Default)]
+struct Run {
+    results: Vec<String>,
+    late: Vec<String>,
+}
+
+fn values(bytes: &[u8]) -> Vec<String> {
+    Batch::new(bytes)
+        .unwrap()
+        .iter()
+        .map(|e| String::from_utf8_lossy(e.value).into_owned())
+        .collect()
+}
+
+/// Feeds `(key, ts, value)` events in batches of `batch`, advancing the
+/// watermark (`delay` out-of-orderness) after each, then to the end.
+fn run(op: &mut WindowOperator, events: &[(&str, i64, &str)], batch: usize, delay: u64) -> Run {
+    let mut out = Run::default();
+    let mut wm = BoundedOutOfOrderness::new(delay);
+    for chunk in events.chunks(batch.max(1)) {
+        let mut writer = BatchWriter::new();
+        for (key, ts, value) in chunk {
+            writer.push(*ts, Some(key.as_bytes()), value.as_bytes(), &[]);
+            wm.observe(*ts);
+        }
+        let mut results = Vec::new();
+        let mut late = BatchWriter::new();
+        op.process(
+            &writer.finish(),
+            WindowOutput {
+                results: &mut results,
+                late: &mut late,
+            },
+        )
+        .unwrap();
+        for r in results.iter().chain(&op.advance(wm.watermark()).unwrap()) {
+            out.results.extend(values(r));
+        }
+        out.late.extend(values(&late.finish()));
+    }
+    for r in op.advance(END_OF_TIME).unwrap() {
+        out.results.extend(values(&r));
+    }
+    out
+}
+
+#[test]
+fn tumbling_counts_fire_in_end_then_key_order() {
+    let mut op = operator(WindowSpec::Tumbling { size_ms: 10 }, 0, Box::new(Count));
+    let r = run(
+        &mut op,
+        &[
+            ("b", 1, ""),
+            ("a", 2, ""),
+            ("a", 12, ""),
+            ("b", 3, ""),
+            ("a", 25, ""),
+        ],
+        2,
+        5,
+    );
+    assert_eq!(
+        r.results,
+        ["a@0..10=1", "b@0..10=2", "a@10..20=1", "a@20..30=1"]
+    );
+    assert!(r.late.is_empty());
+    assert_eq!(op.open_windows(), 0);
+}
+
+#[test]
+fn late_events_go_to_the_late_output_not_the_results() {
+    let mut op = operator(WindowSpec::Tumbling { size_ms: 10 }, 0, Box::new(Count));
+    // After ts 30 the watermark is 29: window [0,10) has fired.
+    let r = run(
+        &mut op,
+        &[("a", 5, "x"), ("a", 30, "y"), ("a", 6, "late")],
+        1,
+        0,
+    );
+    assert_eq!(r.results, ["a@0..10=1", "a@30..40=1"]);
+    assert_eq!(r.late, ["late"]);
+}
+
+#[test]
+fn allowed_lateness_refires_a_window_with_the_late_event() {
+    let mut op = operator(WindowSpec::Tumbling { size_ms: 10 }, 100, Box::new(Count));
+    let r = run(
+        &mut op,
+        &[
+            ("a", 5, ""),
+            ("a", 30, ""),
+            ("a", 6, ""),
+            ("a", 200, ""),
+            ("a", 7, "too late"),
+        ],
+        1,
+        0,
+    );
+    assert_eq!(
+        r.results,
+        ["a@0..10=1", "a@0..10=2", "a@30..40=1", "a@200..210=1"]
+    );
+    assert_eq!(r.late, ["too late"]);
+}
+
+#[test]
+fn sliding_windows_count_each_event_in_every_window() {
+    let spec = WindowSpec::Sliding {
+        size_ms: 10,
+        slide_ms: 5,
+    };
+    let mut op = operator(spec, 0, Box::new(Count));
+    let r = run(&mut op, &[("k", 3, ""), ("k", 7, ""), ("k", 12, "")], 3, 0);
+    assert_eq!(
+        r.results,
+        ["k@-5..5=1", "k@0..10=2", "k@5..15=2", "k@10..20=1"]
+    );
+}
+
+#[test]
+fn sessions_merge_when_a_bridging_event_arrives() {
+    let mut op = operator(WindowSpec::Session { gap_ms: 10 }, 0, Box::new(Count));
+    // Two sessions of `u` ([0,12) and [20,30)) until 11 bridges them; `v`
+    // stays alone. Out-of-orderness 20 keeps them all open.
+    let r = run(
+        &mut op,
+        &[
+            ("u", 0, ""),
+            ("u", 2, ""),
+            ("v", 1, ""),
+            ("u", 20, ""),
+            ("u", 11, ""),
+        ],
+        1,
+        20,
+    );
+    assert_eq!(r.results, ["v@1..11=1", "u@0..30=4"]);
+    assert_eq!(op.open_windows(), 0);
+}
+
+#[test]
+fn sessions_stay_apart_without_a_bridge() {
+    let mut op = operator(WindowSpec::Session { gap_ms: 10 }, 0, Box::new(Count));
+    // [0,10) and [9,19) overlap; [20,30) neither overlaps nor touches.
+    let r = run(&mut op, &[("u", 0, ""), ("u", 9, ""), ("u", 20, "")], 10, 0);
+    assert_eq!(r.results, ["u@0..19=2", "u@20..30=1"]);
+}
+
+#[test]
+fn whole_window_functions_see_every_event_in_time_order() {
+    let mut op = operator(WindowSpec::Session { gap_ms: 10 }, 0, Box::new(Collect));
+    let r = run(
+        &mut op,
+        &[("u", 5, "b"), ("u", 1, "a"), ("u", 22, "d"), ("u", 12, "c")],
+        2,
+        10,
+    );
+    assert_eq!(r.results, ["1..32:a,b,c,d"]);
+    let mut op = operator(WindowSpec::Tumbling { size_ms: 10 }, 0, Box::new(Collect));
+    let r = run(
+        &mut op,
+        &[("u", 5, "b"), ("u", 1, "a"), ("u", 12, "c")],
+        1,
+        10,
+    );
+    assert_eq!(r.results, ["0..10:a,b", "10..20:c"]);
+}
+
+#[test]
+fn a_failing_add_leaves_the_state_as_before_the_batch() {
+    let mut op = operator(WindowSpec::Tumbling { size_ms: 10 }, 0, Box::new(Count));
+    let mut first = BatchWriter::new();
+    first.push(1, Some(b"a"), b"", &[]);
+    let mut results = Vec::new();
+    let mut late = BatchWriter::new();
+    op.process(
+        &first.finish(),
+        WindowOutput {
+            results: &mut results,
+            late: &mut late,
+        },
+    )
+    .unwrap();
+    let mut second = BatchWriter::new();
+    second.push(2, Some(b"a"), b"", &[]);
+    second.push(3, Some(b"a"), b"boom", &[]);
+    let err = op
+        .process(
+            &second.finish(),
+            WindowOutput {
+                results: &mut results,
+                late: &mut late,
+            },
+        )
+        .unwrap_err();
+    match err {
+        WindowError::Function(f) => assert_eq!(f.event_index, Some(1)),
+        other => panic!("{other}"),
+    }
+    let fired = op.advance(END_OF_TIME).unwrap();
+    assert_eq!(
+        values(&fired[0]),
+        ["a@0..10=1"],
+        "the failed batch left no trace"
+    );
+}
+
+/// Results per (key, window) as a consumer applying updates sees them: a
+/// window's later result replaces its earlier one (an allowed-lateness
+/// re-firing), and a session that grew by merging replaces the smaller
+/// sessions it covers, which fired early.
+fn finals(results: &[String]) -> BTreeMap<(String, i64, i64), String> {
+    let mut out: BTreeMap<(String, i64, i64), String> = BTreeMap::new();
+    for r in results {
+        let (head, count) = r.split_once('=').unwrap();
+        let (key, bounds) = head.split_once('@').unwrap();
+        let (start, end) = bounds.split_once("..").unwrap();
+        let (start, end): (i64, i64) = (start.parse().unwrap(), end.parse().unwrap());
+        out.retain(|(k, s, e), _| !(k == key && start <= *s && *e <= end));
+        out.insert((key.to_string(), start, end), count.to_string());
+    }
+    out
+}
+
+fn arbitrary_events() -> impl Strategy<Value = Vec<(u8, i64)>> {
+    proptest::collection::vec((0u8..4, 0i64..2_000), 1..150)
+}
+
+/// Reorders events by `ts + jitter` with jitter in `[0, bound]`: no event
+/// arrives more than `bound` behind the latest one.
+fn shuffle_within(events: &[(u8, i64)], jitter: &[u16], bound: u16) -> Vec<(u8, i64)> {
+    let mut keyed: Vec<(i64, usize)> = events
+        .iter()
+        .enumerate()
+        .map(|(i, (_, ts))| (ts + i64::from(jitter[i % jitter.len()] % (bound + 1)), i))
+        .collect();
+    keyed.sort();
+    keyed.into_iter().map(|(_, i)| events[i]).collect()
+}
+
+fn run_events(
+    spec: WindowSpec,
+    lateness: u64,
+    delay: u64,
+    events: &[(u8, i64)],
+    batch: usize,
+) -> Run {
+    let keys = ["k0", "k1", "k2", "k3"];
+    let events: Vec<(&str, i64, &str)> = events
+        .iter()
+        .map(|(k, ts)| (keys[usize::from(*k)], *ts, ""))
+        .collect();
+    run(
+        &mut operator(spec, lateness, Box::new(Count)),
+        &events,
+        batch,
+        delay,
+    )
+}
+
+const SPECS: [WindowSpec; 3] = [
+    WindowSpec::Tumbling { size_ms: 100 },
+    WindowSpec::Sliding {
+        size_ms: 100,
+        slide_ms: 25,
+    },
+    WindowSpec::Session { gap_ms: 30 },
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// Disorder within the watermark's out-of-orderness: exactly the same
+    /// results, in the same order.
+    #[test]
+    fn shuffles_within_the_out_of_orderness_give_identical_results(
+        events in arbitrary_events(),
+        jitter in proptest::collection::vec(any::<u16>(), 1..50),
+        batch in 1usize..20,
+        spec in 0usize..3,
+    ) {
+        let mut sorted = events.clone();
+        sorted.sort_by_key(|(_, ts)| *ts);
+        let shuffled = shuffle_within(&events, &jitter, 50);
+        let expected = run_events(SPECS[spec], 0, 50, &sorted, batch);
+        let got = run_events(SPECS[spec], 0, 50, &shuffled, batch);
+        prop_assert!(got.late.is_empty());
+        prop_assert_eq!(got.results, expected.results);
+    }
+
+    /// Disorder within the allowed lateness (no out-of-orderness): windows
+    /// may fire early and again, but every window's final result is the
+    /// same, and nothing is late.
+    #[test]
+    fn shuffles_within_the_allowed_lateness_give_the_same_final_results(
+        events in arbitrary_events(),
+        jitter in proptest::collection::vec(any::<u16>(), 1..50),
+        batch in 1usize..20,
+        spec in 0usize..3,
+    ) {
+        let mut sorted = events.clone();
+        sorted.sort_by_key(|(_, ts)| *ts);
+        let shuffled = shuffle_within(&events, &jitter, 80);
+        let expected = run_events(SPECS[spec], 80, 0, &sorted, batch);
+        let got = run_events(SPECS[spec], 80, 0, &shuffled, batch);
+        prop_assert!(got.late.is_empty());
+        prop_assert_eq!(finals(&got.results), finals(&expected.results));
+    }
+}

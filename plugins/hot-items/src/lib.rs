@@ -1,0 +1,137 @@
+//! `hot-items`: the second half of Nexmark q5 — per window, the items with
+//! the most bids.
+//!
+//! Input: per-item counts for a window, as `window-count` emits them
+//! (`{"auction": a, "num": n, "window_start": s, "window_end": e}`), keyed
+//! by `window_end` in a tumbling window of the first stage's slide. Emits
+//! every item whose count equals the window's maximum: `{"auction": a,
+//! "num": n, "window_start": s, "window_end": e}` (ties all win, as in
+//! the Flink SQL with `num >= maxn`). Config: `item_field` (default
+//! `auction`), `count_field` (default `num`).
+
+use serde::{Deserialize, Serialize};
+use weir_guest::window::{Aggregate, Window};
+use weir_guest::{Config, Error, Event, Output};
+
+/// The aggregate.
+pub struct HotItems {
+    item_field: String,
+    count_field: String,
+}
+
+/// The best count so far and the items that have it, plus the bounds of
+/// the first stage's window.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Best {
+    num: u64,
+    items: Vec<u64>,
+    window_start: i64,
+    window_end: i64,
+}
+
+#[derive(Serialize)]
+struct Row {
+    auction: u64,
+    num: u64,
+    window_start: i64,
+    window_end: i64,
+}
+
+impl HotItems {
+    fn offer(best: &mut Best, item: u64, num: u64) {
+        if num > best.num || best.items.is_empty() {
+            best.num = num;
+            best.items.clear();
+        }
+        if num == best.num && !best.items.contains(&item) {
+            best.items.push(item);
+        }
+    }
+}
+
+impl Aggregate for HotItems {
+    type Acc = Best;
+
+    fn new(config: &Config) -> Result<Self, Error> {
+        Ok(HotItems {
+            item_field: config.get("item_field").unwrap_or("auction").to_string(),
+            count_field: config.get("count_field").unwrap_or("num").to_string(),
+        })
+    }
+
+    fn add(&mut self, acc: &mut Best, event: &Event<'_>) -> Result<(), Error> {
+        let row: serde_json::Map<String, serde_json::Value> = event.json()?;
+        let field = |name: &str| {
+            row.get(name)
+                .and_then(serde_json::Value::as_u64)
+                .ok_or_else(|| Error::new(format!("no unsigned integer field `{name}`")))
+        };
+        let item = field(&self.item_field)?;
+        let num = field(&self.count_field)?;
+        acc.window_start = row
+            .get("window_start")
+            .and_then(|v| v.as_i64())
+            .unwrap_or_default();
+        acc.window_end = row
+            .get("window_end")
+            .and_then(|v| v.as_i64())
+            .unwrap_or_default();
+        Self::offer(acc, item, num);
+        Ok(())
+    }
+
+    fn merge(&mut self, acc: &mut Best, other: Best) {
+        for item in other.items {
+            Self::offer(acc, item, other.num);
+        }
+    }
+
+    fn result(
+        &mut self,
+        window: &Window<'_>,
+        mut acc: Best,
+        out: &mut Output,
+    ) -> Result<(), Error> {
+        acc.items.sort_unstable();
+        for auction in acc.items {
+            window.emit_json(
+                out,
+                &Row {
+                    auction,
+                    num: acc.num,
+                    window_start: acc.window_start,
+                    window_end: acc.window_end,
+                },
+            )?;
+        }
+        Ok(())
+    }
+}
+
+weir_guest::export_aggregate!(HotItems);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_every_item_with_the_top_count() {
+        let row = |a: u64, n: u64| {
+            format!(r#"{{"auction":{a},"num":{n},"window_start":0,"window_end":10}}"#)
+        };
+        let (a, b, c) = (row(1, 3), row(2, 5), row(3, 5));
+        let out = weir_guest::testing::run_aggregate::<HotItems>(
+            &[],
+            2,
+            &[("10", 9, &a), ("10", 9, &b), ("10", 9, &c)],
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            [
+                r#"{"auction":2,"num":5,"window_start":0,"window_end":10}"#,
+                r#"{"auction":3,"num":5,"window_start":0,"window_end":10}"#,
+            ]
+        );
+    }
+}
