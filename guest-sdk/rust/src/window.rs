@@ -12,6 +12,9 @@
 //! /// Counts events per key and window.
 //! struct Count;
 //!
+//! #[derive(serde::Serialize)]
+//! struct Row<'a> { key: &'a str, count: u64, window_start: i64, window_end: i64 }
+//!
 //! impl Aggregate for Count {
 //!     type Acc = u64;
 //!     fn new(_: &Config) -> Result<Self, Error> { Ok(Count) }
@@ -21,10 +24,10 @@
 //!     }
 //!     fn merge(&mut self, acc: &mut u64, other: u64) { *acc += other; }
 //!     fn result(&mut self, window: &Window<'_>, acc: u64, out: &mut Output) -> Result<(), Error> {
-//!         window.emit_json(out, &serde_json::json!({
-//!             "key": window.key_str()?, "count": acc,
-//!             "window_start": window.start, "window_end": window.end,
-//!         }))
+//!         window.emit_json(out, &Row {
+//!             key: window.key_str()?, count: acc,
+//!             window_start: window.start, window_end: window.end,
+//!         })
 //!     }
 //! }
 //!
@@ -34,7 +37,7 @@
 //! let out = weir_guest::testing::run_aggregate::<Count>(
 //!     &[], 10, &[("a", 1, "{}"), ("a", 4, "{}"), ("b", 12, "{}")],
 //! )?;
-//! assert_eq!(out[0], r#"{"count":2,"key":"a","window_end":10,"window_start":0}"#);
+//! assert_eq!(out[0], r#"{"key":"a","count":2,"window_start":0,"window_end":10}"#);
 //! # Ok::<(), weir_guest::Error>(())
 //! ```
 
