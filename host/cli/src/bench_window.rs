@@ -7,7 +7,9 @@
 //! Flink's datagen is part of Flink's). CPU time is the whole process's,
 //! so sources, routing, state, the guest calls and the sink all count.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 

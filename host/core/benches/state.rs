@@ -36,7 +36,7 @@ fn key(i: u64, buf: &mut Vec<u8>) {
     buf.extend_from_slice(&10_000u64.to_be_bytes());
     buf.extend_from_slice(&0u64.to_be_bytes());
     buf.push(1);
-    buf.extend_from_slice(&(1000 + i).to_string().into_bytes());
+    buf.extend_from_slice(itoa::Buffer::new().format(1000 + i).as_bytes());
 }
 
 fn updates(c: &mut Criterion) {

@@ -7,7 +7,9 @@
 //! updates and timer changes are applied only when the whole call
 //! succeeded, so a failing guest never leaves a batch half applied.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use foldhash::HashMap;
 
 use weir_batch::keyed::{CallWriter, Reply, TimerOp};
 use weir_batch::{Batch, FormatError};
@@ -64,7 +66,7 @@ impl KeyedProcessOperator {
             watermark: BEFORE_TIME,
             event_timers: BTreeSet::new(),
             processing_timers: BTreeSet::new(),
-            written: HashMap::new(),
+            written: HashMap::default(),
             expiry: BTreeSet::new(),
             state_key: Vec::with_capacity(64),
         }
@@ -100,7 +102,7 @@ impl KeyedProcessOperator {
     pub fn process(&mut self, bytes: &[u8]) -> Result<Vec<u8>, WindowError> {
         let batch = Batch::new(bytes).map_err(|e| malformed(self.name(), &e))?;
         let mut keys: Vec<&[u8]> = Vec::new();
-        let mut seen: HashMap<&[u8], (usize, i64)> = HashMap::new();
+        let mut seen: HashMap<&[u8], (usize, i64)> = HashMap::default();
         for (i, event) in batch.iter().enumerate() {
             let key = event.key.ok_or_else(|| {
                 WindowError::Function(OperatorFailure {
@@ -175,7 +177,7 @@ impl KeyedProcessOperator {
             return Ok(empty_batch());
         }
         let mut keys: Vec<&[u8]> = Vec::new();
-        let mut index: HashMap<&[u8], u32> = HashMap::new();
+        let mut index: HashMap<&[u8], u32> = HashMap::default();
         let mut fired = Vec::with_capacity(due.len());
         let mut times: Vec<i64> = Vec::new();
         for (time, key) in due {

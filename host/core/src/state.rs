@@ -8,7 +8,7 @@
 //! puts it in front of RocksDB. [`MemoryBackend`] keeps everything in a
 //! hash map.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 /// A state backend that failed (I/O, corruption).
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -167,7 +167,7 @@ impl<C: ColdStore> HotTier<C> {
     pub fn new(cold: C, budget: usize) -> Self {
         HotTier {
             cold,
-            hot: HashMap::new(),
+            hot: HashMap::default(),
             bytes: 0,
             budget,
         }

@@ -9,7 +9,9 @@
 //! in (end, key, start) order, so the output does not depend on arrival
 //! order or parallelism.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use foldhash::HashMap;
 
 use weir_batch::window::{FiredWriter, Slots, SlotsWriter};
 use weir_batch::{Batch, BatchWriter, EventRef, FormatError};
@@ -94,7 +96,7 @@ impl WindowOperator {
             store,
             watermark: BEFORE_TIME,
             timers: BTreeSet::new(),
-            sessions: HashMap::new(),
+            sessions: HashMap::default(),
             state_key: Vec::with_capacity(64),
         }
     }
@@ -142,7 +144,7 @@ impl WindowOperator {
         };
 
         // Group (key, window) pairs; remember each event's pairs.
-        let mut groups: HashMap<(Option<&[u8]>, Window), u32> = HashMap::new();
+        let mut groups: HashMap<(Option<&[u8]>, Window), u32> = HashMap::default();
         let mut group_list: Vec<(Option<&[u8]>, Window)> = Vec::new();
         let mut assignments: Vec<u32> = Vec::with_capacity(events.len() * 2);
         for (index, event) in events.iter().enumerate() {
@@ -331,7 +333,7 @@ impl WindowOperator {
     ) -> Result<Vec<Option<Window>>, WindowError> {
         // For each session that exists after the batch, the sessions with
         // stored state it absorbed.
-        let mut absorbed: HashMap<(Key, Window), Vec<Window>> = HashMap::new();
+        let mut absorbed: HashMap<(Key, Window), Vec<Window>> = HashMap::default();
         let mut touched: Vec<Key> = Vec::new();
         for event in events {
             let mut own = None;
