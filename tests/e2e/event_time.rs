@@ -383,3 +383,53 @@ fn weir_test_runs_windows_and_keyed_functions() {
         "{\"card\":\"c\",\"payments\":3,\"window_ms\":60000,\"at\":20}\n"
     );
 }
+
+#[test]
+fn rocksdb_state_gives_the_same_results_and_spills_beyond_the_hot_tier() {
+    for case in ["dashboard", "fraud"] {
+        let expected = std::fs::read_to_string(golden(case).join("expected.jsonl")).unwrap();
+        let dir = at_parallelism(case, 2);
+        let mut pipeline = std::fs::read_to_string(dir.path().join("pipeline.toml")).unwrap();
+        // A hot tier far smaller than the state: most of it lives in RocksDB.
+        pipeline.push_str("\n[state]\nbackend = \"rocksdb\"\npath = \"state\"\nhot_tier_mb = 0\n");
+        std::fs::write(dir.path().join("pipeline.toml"), pipeline).unwrap();
+        for run in 0..2 {
+            let out = ran(weir()
+                .args(["run", "--quiet"])
+                .arg(dir.path().join("pipeline.toml"))
+                .output()
+                .unwrap());
+            assert!(out.ok, "{case}, run {run}: {}", out.stderr);
+            // The second run starts from a cleared directory, not from the
+            // first run's state.
+            assert_eq!(
+                sorted_lines(&out.stdout),
+                sorted_lines(&expected),
+                "{case}, run {run}"
+            );
+        }
+        assert!(dir.path().join("state/WEIR_STATE").exists());
+    }
+}
+
+#[test]
+fn a_state_directory_weir_did_not_make_is_never_cleared() {
+    let dir = at_parallelism("fraud", 1);
+    let mut pipeline = std::fs::read_to_string(dir.path().join("pipeline.toml")).unwrap();
+    pipeline.push_str("\n[state]\nbackend = \"rocksdb\"\npath = \"precious\"\n");
+    std::fs::write(dir.path().join("pipeline.toml"), pipeline).unwrap();
+    std::fs::create_dir(dir.path().join("precious")).unwrap();
+    std::fs::write(dir.path().join("precious/thesis.txt"), "keep me").unwrap();
+    let out = ran(weir()
+        .args(["run", "--quiet"])
+        .arg(dir.path().join("pipeline.toml"))
+        .output()
+        .unwrap());
+    assert!(!out.ok);
+    assert!(
+        out.stderr.contains("was not made by Weir"),
+        "{}",
+        out.stderr
+    );
+    assert!(dir.path().join("precious/thesis.txt").exists());
+}
