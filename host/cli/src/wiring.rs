@@ -14,7 +14,7 @@ use weir_core::keys::KeySelector;
 use weir_core::pipeline::{OperatorSpec, PipelineFile, StateBackendKind, StateSpec};
 use weir_core::runtime::{Pipeline, Stage, Task};
 use weir_core::source::Linger;
-use weir_core::state::{MemoryBackend, StateBackend};
+use weir_core::state::{MemoryBackend, StateBackend, StateStore};
 use weir_core::window::WindowOperator;
 use weir_core::{sink, source};
 use weir_wasm::{Limits, LoadedComponent, WasmEngine, WasmOperator, World};
@@ -44,48 +44,32 @@ pub fn load(path: &Path, engine: &WasmEngine) -> anyhow::Result<Pipeline> {
         };
         check_world(path, spec, component.world)?;
         let key_by = spec.key_by.as_deref().map(KeySelector::parse);
-        let instances = (0..spec.parallelism)
-            .map(|_| instantiate(engine, spec, &component))
-            .collect::<anyhow::Result<Vec<_>>>()?;
         if component.world == World::KeyedProcess {
-            let subtasks = instances
-                .into_iter()
-                .enumerate()
-                .map(|(subtask, function)| {
-                    let store = state
-                        .open(&spec.name, subtask)
-                        .with_context(|| format!("operator `{}`", spec.name))?;
-                    Ok(Task::Keyed(KeyedProcessOperator::new(
-                        Box::new(function),
-                        store,
-                        file.pipeline.max_parallelism,
-                        spec.state_ttl_ms,
-                    )))
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
+            let subtasks = stateful_tasks(engine, state, spec, &component, &|function, store| {
+                Task::Keyed(KeyedProcessOperator::new(
+                    Box::new(function),
+                    store,
+                    file.pipeline.max_parallelism,
+                    spec.state_ttl_ms,
+                ))
+            })?;
             stages.push(Stage { key_by, subtasks });
             continue;
         }
         if let Some(window) = spec.window {
-            let subtasks = instances
-                .into_iter()
-                .enumerate()
-                .map(|(subtask, function)| {
-                    let store = state
-                        .open(&spec.name, subtask)
-                        .with_context(|| format!("operator `{}`", spec.name))?;
-                    Ok(Task::Window(WindowOperator::new(
-                        window,
-                        spec.allowed_lateness_ms,
-                        file.pipeline.max_parallelism,
-                        Box::new(function),
-                        store,
-                    )))
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
+            let subtasks = stateful_tasks(engine, state, spec, &component, &|function, store| {
+                Task::Window(WindowOperator::new(
+                    window,
+                    spec.allowed_lateness_ms,
+                    file.pipeline.max_parallelism,
+                    Box::new(function),
+                    store,
+                ))
+            })?;
             stages.push(Stage { key_by, subtasks });
             continue;
         }
+        let instances = instances_of(engine, spec, &component)?;
         // A stateless operator joins the chain before it when nothing
         // repartitions in between (operator chaining, as in Flink).
         if let Some(previous) = stages.last_mut()
@@ -224,6 +208,38 @@ fn check_world(path: &Path, spec: &OperatorSpec, world: World) -> anyhow::Result
         ),
         _ => Ok(()),
     }
+}
+
+/// One instance per subtask.
+fn instances_of(
+    engine: &WasmEngine,
+    spec: &OperatorSpec,
+    component: &Arc<LoadedComponent>,
+) -> anyhow::Result<Vec<WasmOperator>> {
+    (0..spec.parallelism)
+        .map(|_| instantiate(engine, spec, component))
+        .collect()
+}
+
+/// One task per subtask of a keyed process or window operator, each with
+/// its instance and its own state store.
+fn stateful_tasks(
+    engine: &WasmEngine,
+    state: &dyn StateBackend,
+    spec: &OperatorSpec,
+    component: &Arc<LoadedComponent>,
+    make: &dyn Fn(WasmOperator, Box<dyn StateStore>) -> Task,
+) -> anyhow::Result<Vec<Task>> {
+    instances_of(engine, spec, component)?
+        .into_iter()
+        .enumerate()
+        .map(|(subtask, function)| {
+            let store = state
+                .open(&spec.name, subtask)
+                .with_context(|| format!("operator `{}`", spec.name))?;
+            Ok(make(function, store))
+        })
+        .collect()
 }
 
 fn instantiate(

@@ -422,6 +422,45 @@ mod tests {
     }
 
     #[test]
+    fn processing_time_timers_fire_on_the_wall_clock_tick() {
+        /// Sets a processing-time timer at 1000 for each event's key; the
+        /// timer emits "KEY:tick@TIME".
+        struct Ticker;
+        impl KeyedFunction for Ticker {
+            fn name(&self) -> &str {
+                "ticker"
+            }
+            fn call(&mut self, bytes: &[u8]) -> Result<Vec<u8>, OperatorFailure> {
+                let call = Call::new(bytes).unwrap();
+                let keys: Vec<_> = call.keys().map(|(k, _)| k).collect();
+                let mut reply = ReplyWriter::new();
+                for _event in Batch::new(call.events).unwrap().iter() {
+                    reply.op(0, TimerOp::SetProcessing, 1000);
+                }
+                let mut out = BatchWriter::new();
+                for (k, domain, time) in call.timers() {
+                    assert_eq!(domain, 1, "a processing-time timer");
+                    let text = format!("{}:tick@{time}", String::from_utf8_lossy(keys[k as usize]));
+                    out.push(0, None, text.as_bytes(), &[]);
+                }
+                Ok(reply.finish(&out.finish()))
+            }
+        }
+        let mut op = KeyedProcessOperator::new(
+            Box::new(Ticker),
+            Box::new(MemoryStore::default()),
+            128,
+            None,
+        );
+        op.process(&batch(&[("a", 1, "")])).unwrap();
+        // Event time does not fire it; the wall clock does, once.
+        assert!(values(&op.advance(i64::MAX).unwrap()).is_empty());
+        assert!(values(&op.tick(999).unwrap()).is_empty());
+        assert_eq!(values(&op.tick(1000).unwrap()), ["a:tick@1000"]);
+        assert!(values(&op.tick(5000).unwrap()).is_empty());
+    }
+
+    #[test]
     fn state_expires_in_event_time() {
         struct NoTimers(Counter);
         impl KeyedFunction for NoTimers {

@@ -571,6 +571,46 @@ mod tests {
     }
 
     #[test]
+    fn window_state_and_parallelism_settings_are_checked() {
+        let semantic = |extra: &str, op: &str| -> String {
+            let text = format!(
+                "[[source]]\ntype = \"stdin\"\ntime_field = \"ts\"\n[[sink]]\ntype = \"stdout\"\n{extra}\n[[operator]]\nname = \"w\"\ncomponent = \"w.wasm\"\n{op}\n"
+            );
+            match PipelineFile::parse("p.toml", &text) {
+                Err(PipelineError::Semantic { message, .. }) => message,
+                other => panic!("expected a semantic error, got {other:?}"),
+            }
+        };
+        let late = "[late_data]\ntype = \"stderr\"";
+        let window = "window = { type = \"tumbling\", size_ms = 10 }";
+        assert!(semantic("", window).contains("needs a [late_data] sink"));
+        assert!(semantic(late, &format!("{window}\nparallelism = 2")).contains("without key_by"));
+        assert!(
+            semantic(late, &format!("{window}\nstate_ttl_ms = 5"))
+                .contains("state_ttl_ms is for keyed process")
+        );
+        assert!(semantic(late, "parallelism = 0").contains("parallelism must be between 1"));
+        assert!(semantic(late, "parallelism = 129").contains("parallelism must be between 1"));
+        assert!(semantic(late, "allowed_lateness_ms = 5").contains("needs a window"));
+        assert!(
+            semantic(
+                late,
+                "window = { type = \"sliding\", size_ms = 10, slide_ms = 3 }"
+            )
+            .contains("multiple")
+        );
+        assert!(semantic("[state]\nbackend = \"rocksdb\"", "").contains("needs a path"));
+        let no_time = "[[source]]\ntype = \"stdin\"\n[[sink]]\ntype = \"stdout\"\n[late_data]\ntype = \"stderr\"\n[[operator]]\nname = \"w\"\ncomponent = \"w.wasm\"\nwindow = { type = \"session\", gap_ms = 5 }\n";
+        let err = PipelineFile::parse("p.toml", no_time)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("every JSON source needs a time_field"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn config_values_become_text() {
         let text = format!(
             "{MINIMAL}[[operator]]\nname = \"e\"\ncomponent = \"e.wasm\"\nconfig = {{ field = \"f\", n = 3, x = 0.5, on = true }}\n"

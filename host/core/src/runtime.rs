@@ -711,14 +711,24 @@ impl Task {
 
 /// An error while firing windows or timers (no input event to name).
 fn timer_error(name: &str, error: WindowError, what: &str) -> RunError {
+    window_error(name, error, |index| match index {
+        Some(i) => format!("item #{i} of {what}"),
+        None => what.to_string(),
+    })
+}
+
+/// A window or keyed operator's failure, its position named by `position`
+/// from the failing item's index.
+fn window_error(
+    name: &str,
+    error: WindowError,
+    position: impl FnOnce(Option<usize>) -> String,
+) -> RunError {
     match error {
         WindowError::Function(f) => RunError::Operator {
             operator: name.to_string(),
             kind: f.kind,
-            position: match f.event_index {
-                Some(i) => format!("item #{i} of {what}"),
-                None => what.to_string(),
-            },
+            position: position(f.event_index),
             message: f.message,
         },
         WindowError::State(e) => RunError::State {
@@ -754,21 +764,10 @@ fn send_results(
 }
 
 fn describe_window_error(name: &str, error: WindowError, batch: &SourceBatch) -> RunError {
-    match error {
-        WindowError::Function(f) => RunError::Operator {
-            operator: name.to_string(),
-            kind: f.kind,
-            position: match f.event_index {
-                Some(i) => batch.origin.describe(i),
-                None => format!("the batch from {}", batch.origin.describe_span(batch.len)),
-            },
-            message: f.message,
-        },
-        WindowError::State(e) => RunError::State {
-            operator: name.to_string(),
-            message: e.to_string(),
-        },
-    }
+    window_error(name, error, |index| match index {
+        Some(i) => batch.origin.describe(i),
+        None => format!("the batch from {}", batch.origin.describe_span(batch.len)),
+    })
 }
 
 /// Runs `bytes` through `operators[from..]` and on downstream. On a

@@ -241,8 +241,12 @@ impl WindowOperator {
         new: bool,
         refire: &mut Vec<(Key, Window)>,
     ) {
+        let fired = self.already_fired(&window);
+        if !new && !fired {
+            return; // the hot path: an open window that has its timers
+        }
         let key = key.map(<[u8]>::to_vec);
-        if self.already_fired(&window) {
+        if fired {
             refire.push((key.clone(), window));
         } else if new {
             self.timers.insert(Timer {
