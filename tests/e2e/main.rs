@@ -9,6 +9,7 @@
 )]
 
 mod bad_input;
+mod checkpoints;
 mod cli;
 mod event_time;
 mod golden;

@@ -138,6 +138,7 @@ pub fn weir(
         sinks: vec![Box::new(Blackhole::default())],
         late: Some(Box::new(Blackhole::default())),
         dead_letters: None,
+        checkpointing: None,
     };
     measure(|| {
         let summary = pipeline.run(&Arc::default())?;

@@ -43,6 +43,19 @@ enum Command {
         /// No progress lines.
         #[arg(long, short)]
         quiet: bool,
+        /// Restore a checkpoint first: `latest` (the newest complete one;
+        /// damaged ones are skipped with a warning) or a checkpoint number.
+        /// Needs `[checkpoint]` in the pipeline file. With checkpoints,
+        /// SIGTERM or Ctrl-C takes a savepoint and stops (a second one
+        /// stops at once).
+        #[arg(long, value_parser = parse_restore)]
+        restore: Option<wiring::Restore>,
+    },
+    /// List a pipeline's checkpoints: number, kind, time, size, sources'
+    /// positions, and whether each is usable.
+    Checkpoints {
+        /// The pipeline file (pipeline.toml).
+        pipeline: PathBuf,
     },
     /// Run one operator over sample events and print its output (one JSON line
     /// per output event).
@@ -157,6 +170,16 @@ fn parse_window(text: &str) -> Result<WindowSpec, String> {
     Ok(spec)
 }
 
+fn parse_restore(text: &str) -> Result<wiring::Restore, String> {
+    match text {
+        "latest" => Ok(wiring::Restore::Latest),
+        id => id
+            .parse()
+            .map(wiring::Restore::Id)
+            .map_err(|_| format!("expected `latest` or a checkpoint number, got {text:?}")),
+    }
+}
+
 fn parse_key_value(text: &str) -> Result<(String, String), String> {
     text.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -183,11 +206,30 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Run { pipeline, quiet } => {
+        Command::Run {
+            pipeline,
+            quiet,
+            restore,
+        } => {
             let engine = WasmEngine::new(WasmEngine::default_cache_dir())?;
-            let pipeline = wiring::load(&pipeline, &engine)?;
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let pipeline = wiring::load(
+                &pipeline,
+                &engine,
+                restore.unwrap_or(wiring::Restore::AsConfigured),
+                stop.clone(),
+            )?;
+            if pipeline.checkpointing.is_some() {
+                // The first signal asks for a savepoint; a second one ends
+                // the process at once.
+                for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+                    signal_hook::flag::register_conditional_shutdown(signal, 130, stop.clone())?;
+                    signal_hook::flag::register(signal, stop.clone())?;
+                }
+            }
             run_with_progress(pipeline, quiet)?;
         }
+        Command::Checkpoints { pipeline } => list_checkpoints(&pipeline)?,
         Command::Test {
             operator,
             input,
@@ -287,6 +329,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     LineFormat::Envelope,
                 ))),
                 dead_letters: None,
+                checkpointing: None,
             };
             pipeline.run(&Arc::default())?;
         }
@@ -358,7 +401,75 @@ fn run_with_progress(pipeline: Pipeline, quiet: bool) -> anyhow::Result<()> {
     if !quiet {
         eprintln!("{} (done)", progress_line(&progress, summary.elapsed));
     }
+    if let Some((id, kind)) = summary.last_checkpoint
+        && kind == weir_core::checkpoint::CheckpointKind::Savepoint
+    {
+        eprintln!("weir: stopped with savepoint {id}; resume with `weir run --restore {id}`");
+    }
     Ok(())
+}
+
+fn list_checkpoints(path: &std::path::Path) -> anyhow::Result<()> {
+    let file = weir_core::pipeline::PipelineFile::load(path)?;
+    let base = path.parent().unwrap_or(std::path::Path::new("."));
+    let store = wiring::checkpoint_store(&file, base)
+        .with_context(|| format!("{}: no [checkpoint] section", path.display()))?;
+    let list = store.list()?;
+    if list.is_empty() {
+        println!("no checkpoints in {}", store.dir().display());
+    }
+    for (id, result) in list {
+        match result {
+            Ok(m) => {
+                let positions: Vec<String> = m
+                    .sources
+                    .iter()
+                    .map(|s| {
+                        let at = match &s.position {
+                            weir_core::source::SourcePosition::File { offset, line } => {
+                                format!("line {line} (byte {offset})")
+                            }
+                            weir_core::source::SourcePosition::Generated { events, .. } => {
+                                format!("event #{events}")
+                            }
+                        };
+                        format!("{} at {at}{}", s.name, if s.ended { ", ended" } else { "" })
+                    })
+                    .collect();
+                println!(
+                    "{id:>6}  {:<10}  {}  {:>10} bytes  {:>5} ms  {}",
+                    m.kind.to_string(),
+                    format_time(m.started_at_ms),
+                    m.bytes(),
+                    m.duration_ms,
+                    positions.join("; ")
+                );
+            }
+            Err(e) => println!("{id:>6}  unusable: {e}"),
+        }
+    }
+    Ok(())
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` from ms since the epoch (civil-from-days).
+fn format_time(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 fn progress_line(progress: &Progress, elapsed: std::time::Duration) -> String {

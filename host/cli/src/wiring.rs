@@ -3,14 +3,18 @@
 //! stages of parallel subtasks.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use weir_core::checkpoint::coordinator::Checkpointing;
+use weir_core::checkpoint::{CheckpointKind, CheckpointStore, Manifest, RestoreMode};
 use weir_core::dead_letter::DeadLetters;
 use weir_core::keyed::KeyedProcessOperator;
 use weir_core::keys::KeySelector;
+use weir_core::keys::key_groups_of;
 use weir_core::pipeline::{OperatorSpec, PipelineFile, StateBackendKind, StateSpec};
 use weir_core::runtime::{Pipeline, Stage, Task};
 use weir_core::source::Linger;
@@ -19,12 +23,80 @@ use weir_core::window::WindowOperator;
 use weir_core::{sink, source};
 use weir_wasm::{Limits, LoadedComponent, WasmEngine, WasmOperator, World};
 
-/// Loads `path` and everything it names.
-pub fn load(path: &Path, engine: &WasmEngine) -> anyhow::Result<Pipeline> {
+/// What `weir run --restore` asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restore {
+    /// What the pipeline file's `[checkpoint] restore` says.
+    AsConfigured,
+    /// The newest complete checkpoint, if any.
+    Latest,
+    /// This one.
+    Id(u64),
+}
+
+/// The checkpoint store a pipeline file configures, if any.
+pub fn checkpoint_store(file: &PipelineFile, base: &Path) -> Option<CheckpointStore> {
+    file.checkpoint
+        .as_ref()
+        .map(|c| CheckpointStore::new(base.join(&c.dir)))
+}
+
+/// The checkpoint to restore, or none.
+fn to_restore(
+    file: &PipelineFile,
+    store: Option<&CheckpointStore>,
+    restore: Restore,
+) -> anyhow::Result<Option<Manifest>> {
+    let latest = match (restore, file.checkpoint.as_ref().map(|c| c.restore)) {
+        (Restore::Id(id), _) => {
+            let store =
+                store.context("--restore needs a [checkpoint] section in the pipeline file")?;
+            return Ok(Some(store.load(id)?));
+        }
+        (Restore::Latest, _) | (Restore::AsConfigured, Some(RestoreMode::Latest)) => true,
+        (Restore::AsConfigured, _) => false,
+    };
+    if !latest {
+        return Ok(None);
+    }
+    let store = store.context("--restore needs a [checkpoint] section in the pipeline file")?;
+    let (manifest, skipped) = store.latest()?;
+    for e in &skipped {
+        tracing::warn!("skipping a checkpoint: {e}");
+    }
+    match &manifest {
+        Some(m) => tracing::info!(checkpoint = m.id, kind = %m.kind, "restoring"),
+        None => tracing::info!(
+            "no complete checkpoint in {}: starting from the beginning",
+            store.dir().display()
+        ),
+    }
+    Ok(manifest)
+}
+
+/// Loads `path` and everything it names; restores a checkpoint as
+/// `restore` says. Setting `stop` takes a savepoint and stops the run.
+pub fn load(
+    path: &Path,
+    engine: &WasmEngine,
+    restore: Restore,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> anyhow::Result<Pipeline> {
     let file = PipelineFile::load(path)?;
     let base = path.parent().unwrap_or(Path::new("."));
+    let store = checkpoint_store(&file, base);
+    let restored = to_restore(&file, store.as_ref(), restore)?;
+    let restored = restored.as_ref();
+    if let Some(m) = restored {
+        check_restorable(path, &file, m)?;
+    }
     let state = open_state(&file.state, base)?;
     let state = state.as_ref();
+    let resume = Resume {
+        manifest: restored,
+        store: store.as_ref(),
+        max_parallelism: file.pipeline.max_parallelism,
+    };
 
     let mut components: HashMap<std::path::PathBuf, Arc<LoadedComponent>> = HashMap::new();
     let mut stages: Vec<Stage> = Vec::new();
@@ -45,27 +117,45 @@ pub fn load(path: &Path, engine: &WasmEngine) -> anyhow::Result<Pipeline> {
         check_world(path, spec, component.world)?;
         let key_by = spec.key_by.as_deref().map(KeySelector::parse);
         if component.world == World::KeyedProcess {
-            let subtasks = stateful_tasks(engine, state, spec, &component, &|function, store| {
-                Task::Keyed(KeyedProcessOperator::new(
-                    Box::new(function),
-                    store,
-                    file.pipeline.max_parallelism,
-                    spec.state_ttl_ms,
-                ))
-            })?;
+            let subtasks = stateful_tasks(
+                engine,
+                state,
+                spec,
+                &component,
+                &resume,
+                &|function, store, from, groups| {
+                    let mut op = KeyedProcessOperator::new(
+                        Box::new(function),
+                        store,
+                        file.pipeline.max_parallelism,
+                        spec.state_ttl_ms,
+                    );
+                    op.restore(from, groups)?;
+                    Ok(Task::Keyed(op))
+                },
+            )?;
             stages.push(Stage { key_by, subtasks });
             continue;
         }
         if let Some(window) = spec.window {
-            let subtasks = stateful_tasks(engine, state, spec, &component, &|function, store| {
-                Task::Window(WindowOperator::new(
-                    window,
-                    spec.allowed_lateness_ms,
-                    file.pipeline.max_parallelism,
-                    Box::new(function),
-                    store,
-                ))
-            })?;
+            let subtasks = stateful_tasks(
+                engine,
+                state,
+                spec,
+                &component,
+                &resume,
+                &|function, store, from, groups| {
+                    let mut op = WindowOperator::new(
+                        window,
+                        spec.allowed_lateness_ms,
+                        file.pipeline.max_parallelism,
+                        Box::new(function),
+                        store,
+                    );
+                    op.restore(from, groups)?;
+                    Ok(Task::Window(op))
+                },
+            )?;
             stages.push(Stage { key_by, subtasks });
             continue;
         }
@@ -97,24 +187,48 @@ pub fn load(path: &Path, engine: &WasmEngine) -> anyhow::Result<Pipeline> {
     }
 
     let dead_letters = match &file.dead_letter {
-        Some(spec) => Some(DeadLetters::new(sink::open(spec, base)?)),
+        Some(spec) => Some(DeadLetters::new(sink::open(
+            spec,
+            base,
+            sink::SinkStart::default(),
+        )?)),
         None => None,
     };
+    let checkpointed = file.checkpoint.is_some();
+    let sink_start = |index: usize| sink::SinkStart {
+        checkpointed,
+        restored: restored.and_then(|m| m.sinks.get(index)).map(|s| &s.state),
+    };
     let late = match &file.late_data {
-        Some(spec) => Some(sink::open(spec, base)?),
+        Some(spec) => Some(sink::open(spec, base, sink_start(file.sink.len()))?),
         None => None,
     };
     let linger = Linger::new(Duration::from_millis(file.pipeline.linger_ms));
-    let sources = file
-        .source
-        .iter()
-        .map(|spec| source::open(spec, base, linger, dead_letters.clone()))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut sources = Vec::new();
+    for (index, spec) in file.source.iter().enumerate() {
+        let mut source = source::open(spec, base, linger, dead_letters.clone())?;
+        if let Some(record) = restored.and_then(|m| m.sources.get(index)) {
+            source.seek(&record.position)?;
+        }
+        sources.push(source);
+    }
     let sinks = file
         .sink
         .iter()
-        .map(|spec| sink::open(spec, base))
+        .enumerate()
+        .map(|(index, spec)| sink::open(spec, base, sink_start(index)))
         .collect::<Result<Vec<_>, _>>()?;
+    let checkpointing = match (&file.checkpoint, store) {
+        (Some(spec), Some(store)) => Some(Checkpointing {
+            store,
+            interval: Duration::from_millis(spec.interval_ms),
+            retain: spec.retain,
+            state_backend: backend_name(&file.state).to_string(),
+            stop,
+            restored: restored.cloned(),
+        }),
+        _ => None,
+    };
     Ok(Pipeline {
         settings: file.pipeline,
         watermark: file.watermark,
@@ -123,7 +237,94 @@ pub fn load(path: &Path, engine: &WasmEngine) -> anyhow::Result<Pipeline> {
         sinks,
         late,
         dead_letters,
+        checkpointing,
     })
+}
+
+fn backend_name(spec: &StateSpec) -> &'static str {
+    match spec.backend {
+        StateBackendKind::Memory => "memory",
+        StateBackendKind::Rocksdb => "rocksdb",
+    }
+}
+
+/// A checkpoint fits this pipeline file: same key groups, sources, sinks
+/// and state backend.
+fn check_restorable(path: &Path, file: &PipelineFile, m: &Manifest) -> anyhow::Result<()> {
+    let at = || format!("{}: cannot restore checkpoint {}", path.display(), m.id);
+    if m.max_parallelism != file.pipeline.max_parallelism {
+        bail!(
+            "{}: it has {} key groups, the pipeline {} (max_parallelism is fixed for the life of the state)",
+            at(),
+            m.max_parallelism,
+            file.pipeline.max_parallelism
+        );
+    }
+    if m.sources.len() != file.source.len() {
+        bail!(
+            "{}: it has {} sources, the pipeline {}",
+            at(),
+            m.sources.len(),
+            file.source.len()
+        );
+    }
+    let sinks = file.sink.len() + usize::from(file.late_data.is_some());
+    if m.sinks.len() != sinks {
+        bail!(
+            "{}: it has {} sinks, the pipeline {sinks}",
+            at(),
+            m.sinks.len()
+        );
+    }
+    if !m.operators.is_empty() && m.state_backend != backend_name(&file.state) {
+        bail!(
+            "{}: its state is in {}, the pipeline's [state] backend is {}",
+            at(),
+            m.state_backend,
+            backend_name(&file.state)
+        );
+    }
+    Ok(())
+}
+
+/// The checkpoint a run resumes from.
+struct Resume<'a> {
+    manifest: Option<&'a Manifest>,
+    store: Option<&'a CheckpointStore>,
+    max_parallelism: u16,
+}
+
+impl Resume<'_> {
+    /// The snapshot directories of `operator` holding key groups of
+    /// `subtask` (of `parallelism`), and those groups.
+    fn sources_for(
+        &self,
+        operator: &str,
+        subtask: usize,
+        parallelism: usize,
+    ) -> anyhow::Result<(Vec<PathBuf>, RangeInclusive<u16>)> {
+        let groups = key_groups_of(subtask, self.max_parallelism, parallelism);
+        let (Some(m), Some(store)) = (self.manifest, self.store) else {
+            return Ok((Vec::new(), groups));
+        };
+        let Some(record) = m.operator(operator) else {
+            if m.kind == CheckpointKind::Final {
+                return Ok((Vec::new(), groups));
+            }
+            bail!(
+                "checkpoint {} has no state for operator `{operator}` (was the operator renamed or added?)",
+                m.id
+            );
+        };
+        let root = store.path_of(m.id);
+        let dirs = record
+            .subtasks
+            .iter()
+            .filter(|s| s.key_groups.0 <= *groups.end() && *groups.start() <= s.key_groups.1)
+            .map(|s| root.join(&s.dir))
+            .collect();
+        Ok((dirs, groups))
+    }
 }
 
 /// Opens the `[state]` backend.
@@ -146,9 +347,9 @@ fn open_state(spec: &StateSpec, base: &Path) -> anyhow::Result<Box<dyn StateBack
     }
 }
 
-/// RocksDB's working directory starts empty each run (until restoring from
-/// checkpoints exists, old state would be counted twice). Only a directory
-/// Weir made (it holds the marker file) is ever cleared.
+/// RocksDB's working directory starts empty each run: durable state lives
+/// in checkpoints, and a restore copies it back in. Only a directory Weir
+/// made (it holds the marker file) is ever cleared.
 #[cfg(feature = "rocksdb")]
 fn prepare_state_dir(dir: &Path) -> anyhow::Result<()> {
     const MARKER: &str = "WEIR_STATE";
@@ -221,23 +422,42 @@ fn instances_of(
         .collect()
 }
 
+/// Builds a stateful task from its instance, its store and the snapshot
+/// directories and key groups it restores from.
+type MakeTask<'a> = dyn Fn(
+        WasmOperator,
+        Box<dyn StateStore>,
+        &[PathBuf],
+        &RangeInclusive<u16>,
+    ) -> Result<Task, weir_core::state::StateError>
+    + 'a;
+
 /// One task per subtask of a keyed process or window operator, each with
-/// its instance and its own state store.
+/// its instance and its own state store, restored from `resume`.
 fn stateful_tasks(
     engine: &WasmEngine,
     state: &dyn StateBackend,
     spec: &OperatorSpec,
     component: &Arc<LoadedComponent>,
-    make: &dyn Fn(WasmOperator, Box<dyn StateStore>) -> Task,
+    resume: &Resume<'_>,
+    make: &MakeTask<'_>,
 ) -> anyhow::Result<Vec<Task>> {
     instances_of(engine, spec, component)?
         .into_iter()
         .enumerate()
         .map(|(subtask, function)| {
-            let store = state
-                .open(&spec.name, subtask)
-                .with_context(|| format!("operator `{}`", spec.name))?;
-            Ok(make(function, store))
+            let context = || format!("operator `{}` subtask {subtask}", spec.name);
+            let (from, groups) = resume
+                .sources_for(&spec.name, subtask, spec.parallelism)
+                .with_context(context)?;
+            let store = if resume.manifest.is_some() {
+                let copies: Vec<PathBuf> = from.iter().map(|d| d.join("state")).collect();
+                state.restore(&spec.name, subtask, &copies, groups.clone())
+            } else {
+                state.open(&spec.name, subtask)
+            }
+            .with_context(context)?;
+            make(function, store, &from, &groups).with_context(context)
         })
         .collect()
 }

@@ -24,6 +24,9 @@ impl ColdStore for Unreached {
     fn write(&mut self, _: &[(&[u8], Option<&[u8]>)]) -> Result<(), StateError> {
         Ok(())
     }
+    fn checkpoint(&mut self, _: &std::path::Path) -> Result<(), StateError> {
+        Ok(())
+    }
 }
 
 const KEYS: u64 = 100_000;

@@ -8,6 +8,10 @@
 //! succeeded, so a failing guest never leaves a batch half applied.
 
 use std::collections::BTreeSet;
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
 
 use foldhash::HashMap;
 
@@ -16,7 +20,7 @@ use weir_batch::{Batch, FormatError};
 
 use crate::keys::key_group;
 use crate::operator::{FailureKind, OperatorFailure};
-use crate::state::StateStore;
+use crate::state::{StateError, StateStore};
 use crate::time::BEFORE_TIME;
 use crate::window::WindowError;
 
@@ -48,7 +52,74 @@ pub struct KeyedProcessOperator {
     state_key: Vec<u8>,
 }
 
+/// What a checkpoint holds of a keyed subtask besides its store.
+#[derive(Serialize, Deserialize)]
+struct KeyedSnapshot {
+    watermark: i64,
+    event_timers: Vec<(i64, Vec<u8>)>,
+    processing_timers: Vec<(i64, Vec<u8>)>,
+    written: Vec<(Vec<u8>, i64)>,
+}
+
+const TIMERS_FILE: &str = "timers.bin";
+
 impl KeyedProcessOperator {
+    /// Writes the subtask's snapshot into `dir`: the store's copy under
+    /// `state/`, timers and last-write times in `timers.bin`.
+    ///
+    /// # Errors
+    /// The store or the file cannot be written.
+    pub fn checkpoint(&mut self, dir: &Path) -> Result<(), StateError> {
+        let state = dir.join(crate::window::STATE_DIR);
+        std::fs::create_dir_all(&state)
+            .map_err(|e| StateError(format!("cannot create {}: {e}", state.display())))?;
+        self.store.checkpoint(&state)?;
+        let snapshot = KeyedSnapshot {
+            watermark: self.watermark,
+            event_timers: self.event_timers.iter().cloned().collect(),
+            processing_timers: self.processing_timers.iter().cloned().collect(),
+            written: self.written.iter().map(|(k, t)| (k.clone(), *t)).collect(),
+        };
+        crate::checkpoint::write_snapshot(&dir.join(TIMERS_FILE), &snapshot).map_err(StateError)
+    }
+
+    /// Takes the timers, last-write times and watermark of the key groups
+    /// `groups` from the subtask snapshots in `from`.
+    ///
+    /// # Errors
+    /// A snapshot is missing or does not decode.
+    pub fn restore(
+        &mut self,
+        from: &[PathBuf],
+        groups: &RangeInclusive<u16>,
+    ) -> Result<(), StateError> {
+        let max = self.max_parallelism;
+        let owned = |key: &[u8]| groups.contains(&key_group(key, max));
+        let mut watermark = None::<i64>;
+        for dir in from {
+            let snapshot: KeyedSnapshot =
+                crate::checkpoint::read_snapshot(&dir.join(TIMERS_FILE)).map_err(StateError)?;
+            watermark = Some(watermark.map_or(snapshot.watermark, |w| w.min(snapshot.watermark)));
+            self.event_timers
+                .extend(snapshot.event_timers.into_iter().filter(|(_, k)| owned(k)));
+            self.processing_timers.extend(
+                snapshot
+                    .processing_timers
+                    .into_iter()
+                    .filter(|(_, k)| owned(k)),
+            );
+            for (key, at) in snapshot.written {
+                if owned(&key) {
+                    self.note_write(&key, at);
+                }
+            }
+        }
+        if let Some(w) = watermark {
+            self.watermark = self.watermark.max(w);
+        }
+        Ok(())
+    }
+
     /// An operator running `function`, keeping state in `store`; with a
     /// TTL, a key's state is dropped once the watermark passes its last
     /// write plus `state_ttl_ms`.

@@ -164,8 +164,38 @@ pub fn subtask_for_group(group: u16, max_parallelism: u16, parallelism: usize) -
     usize::from(group) * parallelism / usize::from(max_parallelism.max(1))
 }
 
+/// The key groups subtask `subtask` (of `parallelism`) owns: the inverse of
+/// [`subtask_for_group`] (Flink's `computeKeyGroupRangeForOperatorIndex`).
+pub fn key_groups_of(
+    subtask: usize,
+    max_parallelism: u16,
+    parallelism: usize,
+) -> std::ops::RangeInclusive<u16> {
+    let max = usize::from(max_parallelism.max(1));
+    let p = parallelism.max(1);
+    let start = (subtask * max).div_ceil(p);
+    let end = ((subtask + 1) * max).div_ceil(p);
+    let clamp = |n: usize| u16::try_from(n).unwrap_or(u16::MAX);
+    clamp(start)..=clamp(end).saturating_sub(1)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn key_group_ranges_invert_the_assignment() {
+        for max in [1u16, 7, 128, 4096] {
+            for p in 1..=usize::from(max).min(9) {
+                for g in 0..max {
+                    let s = super::subtask_for_group(g, max, p);
+                    assert!(
+                        super::key_groups_of(s, max, p).contains(&g),
+                        "{g} {max} {p}"
+                    );
+                }
+            }
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -20,12 +20,14 @@
 //!     sinks: vec![Box::new(Blackhole::default())],
 //!     late: None,
 //!     dead_letters: None,
+//!     checkpointing: None,
 //! };
 //! let summary = pipeline.run(&Arc::default())?;
 //! assert_eq!(summary.sinks[0].events, 10_000);
 //! # Ok::<(), weir_core::runtime::RunError>(())
 //! ```
 
+pub mod checkpoint;
 pub mod dead_letter;
 pub mod keyed;
 pub mod keys;

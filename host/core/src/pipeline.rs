@@ -27,6 +27,7 @@
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
+use crate::checkpoint::CheckpointSpec;
 use crate::keys::DEFAULT_MAX_PARALLELISM;
 use crate::time::{TimeFormat, WatermarkSpec};
 use crate::window::WindowSpec;
@@ -91,6 +92,8 @@ pub struct PipelineFile {
     /// when an operator has a window: late events are never dropped
     /// silently.
     pub late_data: Option<SinkSpec>,
+    /// Periodic checkpoints, and restoring from them.
+    pub checkpoint: Option<CheckpointSpec>,
 }
 
 /// `[pipeline]`.
@@ -110,6 +113,9 @@ pub struct PipelineSettings {
     /// parallelism a keyed operator can have, fixed for the life of the
     /// pipeline's state.
     pub max_parallelism: u16,
+    /// Caps how fast each source is read (events per second): replaying a
+    /// file or a generator at a realistic pace. Unlimited when absent.
+    pub max_events_per_second: Option<u64>,
 }
 
 impl Default for PipelineSettings {
@@ -120,6 +126,7 @@ impl Default for PipelineSettings {
             linger_ms: 100,
             queue_batches: 4,
             max_parallelism: DEFAULT_MAX_PARALLELISM,
+            max_events_per_second: None,
         }
     }
 }
@@ -222,6 +229,21 @@ pub enum SourceSpec {
         /// Only bids (`true`), or all three kinds (`false`).
         #[serde(default)]
         bids_only: bool,
+    },
+    /// Per-key sequence numbers `{"key":"k3","seq":17,"ts":…}`, for
+    /// exactly-once checks (see `source::SequenceGenerator`).
+    Sequence {
+        /// How many events in all; unbounded when absent.
+        count: Option<u64>,
+        /// Distinct keys.
+        #[serde(default = "default_users")]
+        keys: u64,
+        /// Event time of the first event (ms since the epoch).
+        #[serde(default = "default_base_time")]
+        base_time_ms: u64,
+        /// Event-time distance between consecutive events.
+        #[serde(default = "default_interval")]
+        interval_ms: u64,
     },
 }
 
@@ -352,6 +374,17 @@ pub enum SinkSpec {
         #[serde(default)]
         format: LineFormat,
     },
+    /// Exactly-once JSON Lines files: a directory of part files
+    /// (`part-000000.jsonl`, …). With checkpoints, a part is written hidden
+    /// and renamed into view only when the checkpoint covering it
+    /// completes, so readers never see output that a restore would repeat.
+    Files {
+        /// The directory, relative to the pipeline file.
+        path: PathBuf,
+        /// What each line holds.
+        #[serde(default)]
+        format: LineFormat,
+    },
     /// Counts events and bytes, writes nothing (for benchmarks).
     Blackhole,
 }
@@ -423,6 +456,20 @@ impl PipelineFile {
             return Err(semantic(
                 "[state] backend = \"rocksdb\" needs a path (its working directory)",
             ));
+        }
+        if let Some(checkpoint) = &file.checkpoint {
+            if checkpoint.interval_ms == 0 {
+                return Err(semantic("[checkpoint] interval_ms must be at least 1"));
+            }
+            if file
+                .source
+                .iter()
+                .any(|s| matches!(s, SourceSpec::Stdin { .. }))
+            {
+                return Err(semantic(
+                    "[checkpoint] needs sources that can be rewound after a crash; stdin cannot (read a file, or a generator)",
+                ));
+            }
         }
         if file.pipeline.max_parallelism == 0 {
             return Err(semantic("max_parallelism must be at least 1"));

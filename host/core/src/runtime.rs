@@ -23,14 +23,21 @@
 //! - The run ends when every source has ended and everything in flight has
 //!   reached the sinks, or at the first error; after an error everything
 //!   accepted before it still reaches the sinks.
+//! - With checkpoints ([`crate::checkpoint`]), sources put barriers in
+//!   line with their events; subtasks and sinks align them (holding back
+//!   the inputs whose barrier has come until all have) and snapshot.
 
+use std::collections::VecDeque;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, channel, sync_channel};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use weir_batch::{Batch, BatchWriter, event_count};
 
+use crate::checkpoint::coordinator::{self, Ack, Checkpointing, Layout, OperatorLayout, Triggers};
+use crate::checkpoint::{CheckpointId, CheckpointKind, CheckpointStore, SourceRecord, subtask_dir};
 use crate::dead_letter::DeadLetters;
 use crate::keyed::KeyedProcessOperator;
 use crate::keys::{KeySelector, key_group, subtask_for_group};
@@ -57,6 +64,8 @@ pub struct Pipeline {
     pub late: Option<Box<dyn Sink>>,
     /// Where malformed input goes, if anywhere.
     pub dead_letters: Option<DeadLetters>,
+    /// Periodic checkpoints, if any.
+    pub checkpointing: Option<Checkpointing>,
 }
 
 /// One stage: the same task run by several subtasks.
@@ -109,6 +118,10 @@ pub struct RunSummary {
     pub sinks: Vec<SinkSummary>,
     /// Wall time of the run.
     pub elapsed: Duration,
+    /// Checkpoints completed (savepoint and final included).
+    pub checkpoints: u64,
+    /// The newest completed checkpoint.
+    pub last_checkpoint: Option<(CheckpointId, CheckpointKind)>,
 }
 
 /// Why a run stopped early.
@@ -160,6 +173,9 @@ pub enum RunError {
     /// A pipeline thread panicked (a bug in Weir).
     #[error("internal error: the {0} thread panicked")]
     Panicked(&'static str),
+    /// Checkpoints cannot be taken.
+    #[error("checkpoints: {0}")]
+    Checkpoint(String),
 }
 
 type Errors = Arc<Mutex<Vec<RunError>>>;
@@ -177,12 +193,105 @@ enum Message {
     Watermark(i64),
     /// The sender has gone idle; its next message makes it active again.
     Idle,
+    /// Everything before it belongs to checkpoint `n`.
+    Barrier(CheckpointId),
+}
+
+/// What flows into a sink, tagged with the sender's input index.
+enum SinkMessage {
+    Batch(Arc<Vec<u8>>),
+    Barrier(CheckpointId),
+    /// The sender's input has ended.
+    End,
+}
+
+type SinkEnvelope = (usize, SinkMessage);
+
+/// Barrier alignment for one task or sink: once barrier `n` has come on
+/// an input, that input's later messages are held back until `n` has come
+/// on every input (an ended input counts as arrived).
+struct Alignment<M> {
+    blocked: Vec<bool>,
+    ended: Vec<bool>,
+    current: Option<CheckpointId>,
+    held: VecDeque<(usize, M)>,
+}
+
+impl<M> Alignment<M> {
+    fn new(inputs: usize) -> Self {
+        Alignment {
+            blocked: vec![false; inputs],
+            ended: vec![false; inputs],
+            current: None,
+            held: VecDeque::new(),
+        }
+    }
+
+    /// Holds `message` back when its input already sent the barrier.
+    fn hold(&mut self, input: usize, message: M) -> Option<M> {
+        if self.current.is_some() && self.blocked.get(input).copied().unwrap_or(false) {
+            self.held.push_back((input, message));
+            None
+        } else {
+            Some(message)
+        }
+    }
+
+    fn complete(&self) -> bool {
+        self.blocked.iter().zip(&self.ended).all(|(b, e)| *b || *e)
+    }
+
+    /// Barrier `id` on `input`; true when it is now aligned.
+    fn barrier(&mut self, input: usize, id: CheckpointId) -> bool {
+        self.current = Some(id);
+        if let Some(b) = self.blocked.get_mut(input) {
+            *b = true;
+        }
+        self.complete()
+    }
+
+    /// `input` ended; true when that completes an alignment.
+    fn end(&mut self, input: usize) -> bool {
+        if let Some(e) = self.ended.get_mut(input) {
+            *e = true;
+        }
+        self.current.is_some() && self.complete()
+    }
+
+    fn all_ended(&self) -> bool {
+        self.ended.iter().all(|e| *e)
+    }
+
+    /// The aligned checkpoint, and the messages held back.
+    fn release(&mut self) -> (CheckpointId, VecDeque<(usize, M)>) {
+        self.blocked.fill(false);
+        (
+            self.current.take().unwrap_or_default(),
+            std::mem::take(&mut self.held),
+        )
+    }
+}
+
+/// What a subtask needs to take its part in checkpoints.
+struct TaskCheckpoint {
+    store: CheckpointStore,
+    subtask: usize,
+    acks: Sender<Ack>,
+}
+
+/// What a source needs to take its part in checkpoints.
+struct SourceCheckpoint {
+    index: usize,
+    triggers: Arc<Triggers>,
+    acks: Sender<Ack>,
+    resume_max_timestamp: Option<i64>,
 }
 
 type Envelope = (usize, Message);
 
 impl Pipeline {
-    /// Runs to the end of bounded input, or to the first error.
+    /// Runs to the end of bounded input, to the first error, or — with
+    /// checkpoints — to a savepoint when `checkpointing.stop` is set.
     ///
     /// # Errors
     /// The first [`RunError`]; everything accepted before it has been written.
@@ -192,26 +301,95 @@ impl Pipeline {
         let queue = self.settings.queue_batches;
         let max_parallelism = self.settings.max_parallelism;
         let late_events = Arc::new(AtomicU64::new(0));
+        let total_tasks: usize = self.stages.iter().map(|s| s.subtasks.len()).sum();
+        let last_inputs = self
+            .stages
+            .last()
+            .map_or(self.sources.len(), |s| s.subtasks.len());
+
+        // Checkpoints: a coordinator thread, and acks from everyone.
+        let (acks, ack_rx) = channel::<Ack>();
+        let triggers = Arc::new(Triggers::default());
+        let checkpointing = self.checkpointing;
+        if checkpointing.is_some()
+            && let Some(source) = self.sources.iter().find(|s| s.position().is_none())
+        {
+            return Err(RunError::Checkpoint(format!(
+                "source {} cannot be rewound after a crash, so it cannot be checkpointed",
+                source.name()
+            )));
+        }
+        let coordinator_thread = checkpointing.map(|config| {
+            let mut sinks: Vec<_> = self
+                .sinks
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (format!("sink #{i}"), s.committer()))
+                .collect();
+            if let Some(late) = &self.late {
+                sinks.push(("late_data".to_string(), late.committer()));
+            }
+            let layout = Layout {
+                pipeline: self.settings.name.clone(),
+                max_parallelism,
+                sources: self.sources.iter().map(|s| s.name().to_string()).collect(),
+                operators: self
+                    .stages
+                    .iter()
+                    .filter_map(|stage| {
+                        let name = stage.subtasks.first()?.stateful_name()?;
+                        Some(OperatorLayout {
+                            name: name.to_string(),
+                            parallelism: stage.subtasks.len(),
+                        })
+                    })
+                    .collect(),
+                tasks: total_tasks,
+                sinks,
+            };
+            let triggers = triggers.clone();
+            let store = config.store.clone();
+            let restored = config.restored.as_ref().map(|m| {
+                m.sources
+                    .iter()
+                    .map(|s| s.max_timestamp)
+                    .collect::<Vec<_>>()
+            });
+            let thread =
+                std::thread::spawn(move || coordinator::run(&config, &layout, &triggers, &ack_rx));
+            (thread, store, restored)
+        });
+        let checkpoint_store = coordinator_thread
+            .as_ref()
+            .map(|(_, store, _)| store.clone());
+        let restored_max = coordinator_thread
+            .as_ref()
+            .and_then(|(_, _, restored)| restored.clone());
+        let acks = checkpoint_store.as_ref().map(|_| acks);
 
         // Sinks first: the last stage sends to them.
         let mut sink_txs = Vec::new();
-        let sink_threads: Vec<_> = self
-            .sinks
-            .into_iter()
-            .map(|sink| {
-                let (tx, rx) = sync_channel::<Arc<Vec<u8>>>(queue);
-                sink_txs.push(tx);
-                let errors = errors.clone();
-                std::thread::spawn(move || run_sink(sink, &rx, &errors))
-            })
-            .collect();
+        let mut sink_threads: Vec<_> = Vec::new();
+        for (index, sink) in self.sinks.into_iter().enumerate() {
+            let (tx, rx) = sync_channel::<SinkEnvelope>(queue);
+            sink_txs.push(tx);
+            let errors = errors.clone();
+            let acks = acks.clone().map(|acks| (index, acks));
+            sink_threads.push(std::thread::spawn(move || {
+                run_sink(sink, &rx, last_inputs, &errors, acks)
+            }));
+        }
+        let sink_count = sink_txs.len();
         let (late_tx, late_thread) = match self.late {
             Some(sink) => {
-                let (tx, rx) = sync_channel::<Arc<Vec<u8>>>(queue);
+                let (tx, rx) = sync_channel::<SinkEnvelope>(queue);
                 let errors = errors.clone();
+                let acks = acks.clone().map(|acks| (sink_count, acks));
                 (
                     Some(tx),
-                    Some(std::thread::spawn(move || run_sink(sink, &rx, &errors))),
+                    Some(std::thread::spawn(move || {
+                        run_sink(sink, &rx, total_tasks, &errors, acks)
+                    })),
                 )
             }
             None => (None, None),
@@ -219,6 +397,8 @@ impl Pipeline {
         let results = Results {
             sinks: sink_txs,
             late: late_tx,
+            input: 0,
+            late_input: 0,
             progress: progress.clone(),
             late_events: late_events.clone(),
         };
@@ -232,9 +412,11 @@ impl Pipeline {
         for stage in &self.stages[..stage_count.saturating_sub(1)] {
             upstream_counts.push(stage.subtasks.len());
         }
+        let mut task_index = total_tasks;
         for (index, stage) in self.stages.into_iter().enumerate().rev() {
             let inputs = upstream_counts[index];
             let mut senders = Vec::new();
+            task_index -= stage.subtasks.len();
             for (subtask, task) in stage.subtasks.into_iter().enumerate() {
                 let (tx, rx) = sync_channel::<Envelope>(queue);
                 senders.push(tx);
@@ -245,12 +427,24 @@ impl Pipeline {
                         key_by.clone(),
                         max_parallelism,
                     )),
-                    None => Downstream::Sinks(results.clone()),
+                    None => Downstream::Sinks(results.with_input(subtask)),
                 };
                 let errors = errors.clone();
-                let late = results.clone();
+                let late = Results {
+                    late_input: task_index + subtask,
+                    ..results.clone()
+                };
+                let checkpoint =
+                    checkpoint_store
+                        .as_ref()
+                        .zip(acks.as_ref())
+                        .map(|(store, acks)| TaskCheckpoint {
+                            store: store.clone(),
+                            subtask,
+                            acks: acks.clone(),
+                        });
                 task_threads.push(std::thread::spawn(move || {
-                    run_task(task, inputs, &rx, out, &late, &errors);
+                    run_task(task, inputs, &rx, out, &late, &errors, checkpoint.as_ref());
                 }));
             }
             downstream = Some((senders, stage.key_by));
@@ -267,16 +461,29 @@ impl Pipeline {
                         key_by.clone(),
                         max_parallelism,
                     )),
-                    None => Downstream::Sinks(results.clone()),
+                    None => Downstream::Sinks(results.with_input(index)),
                 };
                 let errors = errors.clone();
                 let progress = progress.clone();
-                let settings = (self.settings.batch_size, self.watermark);
-                std::thread::spawn(move || run_source(source, settings, out, &progress, &errors))
+                let pace = Pace {
+                    batch_size: self.settings.batch_size,
+                    watermark: self.watermark,
+                    max_events_per_second: self.settings.max_events_per_second,
+                };
+                let checkpoint = acks.as_ref().map(|acks| SourceCheckpoint {
+                    index,
+                    triggers: triggers.clone(),
+                    acks: acks.clone(),
+                    resume_max_timestamp: restored_max.as_ref().and_then(|m| m.get(index).copied()),
+                });
+                std::thread::spawn(move || {
+                    run_source(source, pace, out, &progress, &errors, checkpoint.as_ref());
+                })
             })
             .collect();
         drop(downstream);
         drop(results);
+        drop(acks);
 
         for thread in source_threads {
             if thread.join().is_err() {
@@ -301,6 +508,16 @@ impl Pipeline {
         {
             record(&errors, RunError::Panicked("late-data sink"));
         }
+        let report = match coordinator_thread {
+            Some((thread, _, _)) => match thread.join() {
+                Ok(report) => report,
+                Err(_) => {
+                    record(&errors, RunError::Panicked("checkpoint coordinator"));
+                    coordinator::Report::default()
+                }
+            },
+            None => coordinator::Report::default(),
+        };
         if let Some(Err(e)) = self.dead_letters.as_ref().map(DeadLetters::finish) {
             record(&errors, RunError::DeadLetter(e));
         }
@@ -315,26 +532,98 @@ impl Pipeline {
             late_events: late_events.load(Ordering::Relaxed),
             sinks,
             elapsed: started.elapsed(),
+            checkpoints: report.completed,
+            last_checkpoint: report.last,
         })
     }
 }
 
+/// How a source is read.
+struct Pace {
+    batch_size: usize,
+    watermark: WatermarkSpec,
+    max_events_per_second: Option<u64>,
+}
+
 fn run_source(
     mut source: Box<dyn Source>,
-    (batch_size, watermark): (usize, WatermarkSpec),
+    pace: Pace,
     mut out: Downstream,
     progress: &Progress,
     errors: &Errors,
+    checkpoint: Option<&SourceCheckpoint>,
 ) {
+    let watermark = pace.watermark;
     let mut generator = BoundedOutOfOrderness::new(watermark.max_out_of_orderness_ms);
+    if let Some(max) = checkpoint.and_then(|c| c.resume_max_timestamp) {
+        generator.resume(max);
+    }
     let idle_after = watermark.idle_timeout_ms.map(Duration::from_millis);
     let mut last_event = Instant::now();
     let mut idle = false;
     let mut sent_watermark = i64::MIN;
+    let mut injected = 0;
+    let started = Instant::now();
+    let mut read = 0u64;
+    let record_of = |source: &dyn Source, generator: &BoundedOutOfOrderness, ended| {
+        source.position().map(|position| SourceRecord {
+            name: source.name().to_string(),
+            position,
+            max_timestamp: generator.max_seen(),
+            ended,
+        })
+    };
     loop {
+        if let Some(cp) = checkpoint {
+            let wanted = cp.triggers.requested.load(Ordering::SeqCst);
+            if wanted > injected {
+                injected = wanted;
+                let ack = match record_of(source.as_ref(), &generator, false) {
+                    Some(record) => Ack::Source {
+                        index: cp.index,
+                        id: wanted,
+                        record,
+                    },
+                    None => Ack::Failed {
+                        id: wanted,
+                        reason: format!("source {} has no position", source.name()),
+                    },
+                };
+                let _ = cp.acks.send(ack);
+                if out.broadcast(|| Message::Barrier(wanted)).is_err() {
+                    return;
+                }
+                if cp.triggers.savepoint.load(Ordering::SeqCst) == wanted {
+                    return; // stop with savepoint: nothing after the barrier
+                }
+            }
+        }
+        if let Some(rate) = pace.max_events_per_second.filter(|r| *r > 0) {
+            let due = started + Duration::from_secs_f64(read as f64 / rate as f64);
+            let wait = due.saturating_duration_since(Instant::now());
+            if !wait.is_zero() {
+                // In short steps, so checkpoint requests are not delayed.
+                std::thread::sleep(wait.min(Duration::from_millis(20)));
+                continue;
+            }
+        }
+        let batch_size = match pace.max_events_per_second {
+            Some(rate) => pace
+                .batch_size
+                .min(usize::try_from(rate / 10).unwrap_or(usize::MAX).max(1)),
+            None => pace.batch_size,
+        };
         let batch = match source.next_batch(batch_size) {
             Ok(Some(batch)) => batch,
             Ok(None) => {
+                if let Some(cp) = checkpoint
+                    && let Some(record) = record_of(source.as_ref(), &generator, true)
+                {
+                    let _ = cp.acks.send(Ack::SourceEnded {
+                        index: cp.index,
+                        record,
+                    });
+                }
                 let _ = out.broadcast(|| Message::Watermark(END_OF_TIME));
                 return;
             }
@@ -357,6 +646,7 @@ fn run_source(
             }
         }
         let len = batch.len as u64;
+        read += len;
         match out.send(batch) {
             Ok(()) => {}
             Err(Stop::Closed) => return, // downstream stopped: its error is recorded
@@ -375,29 +665,82 @@ fn run_source(
 
 fn run_sink(
     mut sink: Box<dyn Sink>,
-    rx: &Receiver<Arc<Vec<u8>>>,
+    rx: &Receiver<SinkEnvelope>,
+    inputs: usize,
     errors: &Errors,
+    checkpoint: Option<(usize, Sender<Ack>)>,
 ) -> Option<SinkSummary> {
-    for bytes in rx {
-        let written = match Batch::new(&bytes) {
-            Ok(batch) => sink.write(&batch),
-            Err(e) => {
-                record(
-                    errors,
-                    RunError::Internal(format!("a malformed batch reached a sink: {e}")),
-                );
-                return None;
-            }
+    let mut alignment = Alignment::new(inputs);
+    let mut replay: VecDeque<SinkEnvelope> = VecDeque::new();
+    let mut failed = false;
+    loop {
+        let (input, message) = match replay.pop_front() {
+            Some(envelope) => envelope,
+            None => match rx.recv() {
+                Ok(envelope) => envelope,
+                Err(_) => break,
+            },
         };
-        if let Err(e) = written {
-            // Flush what was written whole before the failure.
-            let _ = sink.finish();
-            record(errors, e.into());
-            return None;
+        let Some(message) = alignment.hold(input, message) else {
+            continue;
+        };
+        let aligned = match message {
+            SinkMessage::Batch(bytes) => {
+                let written = match Batch::new(&bytes) {
+                    Ok(batch) => sink.write(&batch),
+                    Err(e) => {
+                        record(
+                            errors,
+                            RunError::Internal(format!("a malformed batch reached a sink: {e}")),
+                        );
+                        failed = true;
+                        break;
+                    }
+                };
+                if let Err(e) = written {
+                    record(errors, e.into());
+                    failed = true;
+                    break;
+                }
+                false
+            }
+            SinkMessage::Barrier(id) => alignment.barrier(input, id),
+            SinkMessage::End => alignment.end(input),
+        };
+        if aligned {
+            let (id, held) = alignment.release();
+            if let Some((index, acks)) = &checkpoint {
+                let ack = match sink.pre_commit() {
+                    Ok(state) => Ack::Sink {
+                        index: *index,
+                        id,
+                        state,
+                    },
+                    Err(e) => Ack::Failed {
+                        id,
+                        reason: e.to_string(),
+                    },
+                };
+                let _ = acks.send(ack);
+            }
+            replay.extend(held);
         }
     }
-    match sink.finish() {
-        Ok(summary) => Some(summary),
+    // Everything ended: the end of the input. Otherwise an error or a
+    // savepoint stopped the run: what no checkpoint covers stays uncommitted.
+    let ended = !failed && alignment.all_ended();
+    let outcome = if ended { sink.finish() } else { sink.stop() };
+    if let Some((index, acks)) = &checkpoint {
+        let state = sink.pre_commit().unwrap_or_default();
+        let _ = acks.send(Ack::SinkFinished {
+            index: *index,
+            state,
+            ended: ended && outcome.is_ok(),
+        });
+    }
+    match outcome {
+        Ok(summary) if !failed => Some(summary),
+        Ok(_) => None,
         Err(e) => {
             record(errors, e.into());
             None
@@ -416,13 +759,24 @@ enum Stop {
 /// Where the last stage's results and every late event go.
 #[derive(Clone)]
 struct Results {
-    sinks: Vec<SyncSender<Arc<Vec<u8>>>>,
-    late: Option<SyncSender<Arc<Vec<u8>>>>,
+    sinks: Vec<SyncSender<SinkEnvelope>>,
+    late: Option<SyncSender<SinkEnvelope>>,
+    /// This sender's input index at the sinks…
+    input: usize,
+    /// …and at the late-data sink.
+    late_input: usize,
     progress: Arc<Progress>,
     late_events: Arc<AtomicU64>,
 }
 
 impl Results {
+    fn with_input(&self, input: usize) -> Self {
+        Results {
+            input,
+            ..self.clone()
+        }
+    }
+
     fn send(&self, bytes: Vec<u8>) {
         let n = event_count(&bytes) as u64;
         if n == 0 {
@@ -431,9 +785,23 @@ impl Results {
         let shared = Arc::new(bytes);
         for sink in &self.sinks {
             // A closed sink has recorded its own error.
-            let _ = sink.send(shared.clone());
+            let _ = sink.send((self.input, SinkMessage::Batch(shared.clone())));
         }
         self.progress.events_out.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// A barrier or the end to every sink.
+    fn signal(&self, message: impl Fn() -> SinkMessage) {
+        for sink in &self.sinks {
+            let _ = sink.send((self.input, message()));
+        }
+    }
+
+    /// A barrier or the end to the late-data sink.
+    fn signal_late(&self, message: SinkMessage) {
+        if let Some(late) = &self.late {
+            let _ = late.send((self.late_input, message));
+        }
     }
 
     fn send_late(&self, bytes: Vec<u8>) -> Result<(), RunError> {
@@ -446,7 +814,7 @@ impl Results {
                 "late events but no late-data sink (the pipeline file check requires one)".into(),
             )
         })?;
-        let _ = late.send(Arc::new(bytes));
+        let _ = late.send((self.late_input, SinkMessage::Batch(Arc::new(bytes))));
         self.late_events.fetch_add(n, Ordering::Relaxed);
         Ok(())
     }
@@ -472,7 +840,14 @@ impl Downstream {
     fn broadcast(&self, message: impl Fn() -> Message) -> Result<(), Stop> {
         match self {
             Downstream::Stage(router) => router.broadcast(message),
-            Downstream::Sinks(_) => Ok(()),
+            Downstream::Sinks(results) => {
+                match message() {
+                    Message::Barrier(id) => results.signal(|| SinkMessage::Barrier(id)),
+                    Message::Watermark(END_OF_TIME) => results.signal(|| SinkMessage::End),
+                    _ => {}
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -580,23 +955,33 @@ fn run_task(
     mut out: Downstream,
     late: &Results,
     errors: &Errors,
+    checkpoint: Option<&TaskCheckpoint>,
 ) {
     let mut tracker = WatermarkTracker::new(inputs);
+    let mut alignment = Alignment::new(inputs);
+    let mut replay: VecDeque<Envelope> = VecDeque::new();
     let mut idle = false;
     let mut results = 0u64;
     loop {
-        let (input, message) = match rx.recv_timeout(HEARTBEAT) {
-            Ok(envelope) => envelope,
-            Err(RecvTimeoutError::Timeout) => {
-                // Processing-time timers fire on the wall clock.
-                match task.on_tick(&mut out, &mut results) {
-                    Ok(()) => continue,
-                    Err(Stop::Closed) => return,
-                    Err(Stop::Failed(e)) => return record(errors, e),
+        let (input, message) = match replay.pop_front() {
+            Some(envelope) => envelope,
+            None => match rx.recv_timeout(HEARTBEAT) {
+                Ok(envelope) => envelope,
+                Err(RecvTimeoutError::Timeout) => {
+                    // Processing-time timers fire on the wall clock.
+                    match task.on_tick(&mut out, &mut results) {
+                        Ok(()) => continue,
+                        Err(Stop::Closed) => return,
+                        Err(Stop::Failed(e)) => return record(errors, e),
+                    }
                 }
-            }
-            Err(RecvTimeoutError::Disconnected) => return,
+                Err(RecvTimeoutError::Disconnected) => return,
+            },
         };
+        let Some(message) = alignment.hold(input, message) else {
+            continue;
+        };
+        let mut aligned = false;
         let step = match message {
             Message::Batch(batch) => {
                 // An idle input that sends again is active, but a batch
@@ -605,15 +990,32 @@ fn run_task(
                 idle = false;
                 task.on_batch(batch, &mut out, late, &mut results)
             }
-            Message::Watermark(w) => match tracker.update(input, w) {
-                Some(w) => task.on_watermark(w, &mut out, &mut results),
-                None => Ok(()),
-            },
+            Message::Watermark(w) => {
+                aligned = w == END_OF_TIME && alignment.end(input);
+                match tracker.update(input, w) {
+                    Some(w) => task.on_watermark(w, &mut out, late, &mut results),
+                    None => Ok(()),
+                }
+            }
             Message::Idle => match tracker.set_idle(input, true) {
-                Some(w) => task.on_watermark(w, &mut out, &mut results),
+                Some(w) => task.on_watermark(w, &mut out, late, &mut results),
                 None => Ok(()),
             },
+            Message::Barrier(id) => {
+                aligned = alignment.barrier(input, id);
+                Ok(())
+            }
         };
+        let step = step.and_then(|()| {
+            if !aligned {
+                return Ok(());
+            }
+            let (id, held) = alignment.release();
+            replay.extend(held);
+            task.snapshot(id, checkpoint);
+            late.signal_late(SinkMessage::Barrier(id));
+            out.broadcast(|| Message::Barrier(id))
+        });
         let step = step.and_then(|()| {
             if tracker.all_idle() && !idle {
                 idle = true;
@@ -631,6 +1033,52 @@ fn run_task(
 }
 
 impl Task {
+    /// The operator's name, for stateful tasks.
+    fn stateful_name(&self) -> Option<&str> {
+        match self {
+            Task::Chain(_) => None,
+            Task::Window(w) => Some(w.name()),
+            Task::Keyed(k) => Some(k.name()),
+        }
+    }
+
+    /// Writes this subtask's part of checkpoint `id` and reports it. A
+    /// failure fails the checkpoint, not the pipeline.
+    fn snapshot(&mut self, id: CheckpointId, checkpoint: Option<&TaskCheckpoint>) {
+        let Some(cp) = checkpoint else { return };
+        let ack = match self.write_snapshot(&cp.store.path_of(id), cp.subtask) {
+            Ok(()) => Ack::Task { id },
+            Err(e) => Ack::Failed {
+                id,
+                reason: format!(
+                    "operator `{}` subtask {}: {e}",
+                    self.stateful_name().unwrap_or("chain"),
+                    cp.subtask
+                ),
+            },
+        };
+        let _ = cp.acks.send(ack);
+    }
+
+    fn write_snapshot(
+        &mut self,
+        root: &Path,
+        subtask: usize,
+    ) -> Result<(), crate::state::StateError> {
+        let Some(name) = self.stateful_name() else {
+            return Ok(());
+        };
+        let dir = root.join(subtask_dir(name, subtask));
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            crate::state::StateError(format!("cannot create {}: {e}", dir.display()))
+        })?;
+        match self {
+            Task::Chain(_) => Ok(()),
+            Task::Window(w) => w.checkpoint(&dir),
+            Task::Keyed(k) => k.checkpoint(&dir),
+        }
+    }
+
     fn on_batch(
         &mut self,
         batch: SourceBatch,
@@ -685,8 +1133,12 @@ impl Task {
         &mut self,
         watermark: i64,
         out: &mut Downstream,
+        late: &Results,
         results: &mut u64,
     ) -> Result<(), Stop> {
+        if watermark == END_OF_TIME {
+            late.signal_late(SinkMessage::End);
+        }
         let at = || format!("the timers firing at watermark {watermark}");
         match self {
             Task::Window(window) => {
@@ -918,6 +1370,7 @@ mod tests {
             ))],
             late: None,
             dead_letters: None,
+            checkpointing: None,
         };
         (pipeline, out)
     }

@@ -8,6 +8,10 @@
 //! puts it in front of RocksDB. [`MemoryBackend`] keeps everything in a
 //! hash map.
 
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+
 use foldhash::HashMap;
 
 /// A state backend that failed (I/O, corruption).
@@ -34,6 +38,13 @@ pub trait StateStore: Send {
     /// # Errors
     /// The backend cannot write.
     fn delete(&mut self, key: &[u8]) -> Result<(), StateError>;
+
+    /// Writes a consistent copy of the whole store into `dir` (it exists
+    /// and is empty): a checkpoint. Later writes do not change the copy.
+    ///
+    /// # Errors
+    /// The backend cannot write the copy.
+    fn checkpoint(&mut self, dir: &Path) -> Result<(), StateError>;
 }
 
 /// Opens the stores of a pipeline's operators.
@@ -43,6 +54,21 @@ pub trait StateBackend: Send + Sync {
     /// # Errors
     /// The backend cannot open it.
     fn open(&self, operator: &str, subtask: usize) -> Result<Box<dyn StateStore>, StateError>;
+
+    /// The store of `operator`'s subtask `subtask`, holding the entries of
+    /// key groups `groups` found in checkpoint copies `from` (directories
+    /// that [`StateStore::checkpoint`] of this backend wrote, possibly by
+    /// subtasks of another parallelism).
+    ///
+    /// # Errors
+    /// A copy is unreadable or of another backend.
+    fn restore(
+        &self,
+        operator: &str,
+        subtask: usize,
+        from: &[PathBuf],
+        groups: RangeInclusive<u16>,
+    ) -> Result<Box<dyn StateStore>, StateError>;
 }
 
 /// Everything in memory.
@@ -52,6 +78,103 @@ pub struct MemoryBackend;
 impl StateBackend for MemoryBackend {
     fn open(&self, _operator: &str, _subtask: usize) -> Result<Box<dyn StateStore>, StateError> {
         Ok(Box::new(MemoryStore::default()))
+    }
+
+    fn restore(
+        &self,
+        _operator: &str,
+        _subtask: usize,
+        from: &[PathBuf],
+        groups: RangeInclusive<u16>,
+    ) -> Result<Box<dyn StateStore>, StateError> {
+        let mut store = MemoryStore::default();
+        for dir in from {
+            read_entries(&dir.join(ENTRIES_FILE), &groups, |key, value| {
+                store.map.insert(key.to_vec(), value.to_vec());
+            })?;
+        }
+        Ok(Box::new(store))
+    }
+}
+
+/// The file a [`MemoryStore`] checkpoint writes.
+pub const ENTRIES_FILE: &str = "entries.bin";
+const ENTRIES_MAGIC: &[u8; 8] = b"WEIRKV01";
+
+/// The key group a state key starts with (keys without one, shorter than
+/// two bytes, count as group 0).
+pub fn group_of(key: &[u8]) -> u16 {
+    match key {
+        [a, b, ..] => u16::from_be_bytes([*a, *b]),
+        _ => 0,
+    }
+}
+
+/// Writes `entries` to `path`: a magic header, then length-prefixed keys
+/// and values.
+///
+/// # Errors
+/// The file cannot be written.
+pub fn write_entries<'a>(
+    path: &Path,
+    entries: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+) -> Result<(), StateError> {
+    let fail = |e: std::io::Error| StateError(format!("cannot write {}: {e}", path.display()));
+    let mut out = BufWriter::with_capacity(1 << 20, std::fs::File::create(path).map_err(fail)?);
+    out.write_all(ENTRIES_MAGIC).map_err(fail)?;
+    for (key, value) in entries {
+        for part in [key, value] {
+            let len = u32::try_from(part.len())
+                .map_err(|_| StateError(format!("a state entry of {} bytes", part.len())))?;
+            out.write_all(&len.to_le_bytes()).map_err(fail)?;
+            out.write_all(part).map_err(fail)?;
+        }
+    }
+    let file = out.into_inner().map_err(|e| fail(e.into_error()))?;
+    file.sync_all().map_err(fail)
+}
+
+/// Calls `each` with every entry of `path` whose key group is in `groups`.
+///
+/// # Errors
+/// The file is missing, not an entries file, or truncated.
+pub fn read_entries(
+    path: &Path,
+    groups: &RangeInclusive<u16>,
+    mut each: impl FnMut(&[u8], &[u8]),
+) -> Result<(), StateError> {
+    let fail = |what: String| StateError(format!("state copy {}: {what}", path.display()));
+    let file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
+    let mut input = BufReader::with_capacity(1 << 20, file);
+    let mut magic = [0u8; 8];
+    input
+        .read_exact(&mut magic)
+        .map_err(|e| fail(format!("no header: {e}")))?;
+    if &magic != ENTRIES_MAGIC {
+        return Err(fail("not a Weir state file".into()));
+    }
+    let (mut key, mut value) = (Vec::new(), Vec::new());
+    loop {
+        let mut len = [0u8; 4];
+        match input.read_exact(&mut len) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(fail(e.to_string())),
+        }
+        for (i, part) in [&mut key, &mut value].into_iter().enumerate() {
+            if i == 1 {
+                input
+                    .read_exact(&mut len)
+                    .map_err(|_| fail("truncated".into()))?;
+            }
+            part.resize(u32::from_le_bytes(len) as usize, 0);
+            input
+                .read_exact(part)
+                .map_err(|_| fail("truncated".into()))?;
+        }
+        if groups.contains(&group_of(&key)) {
+            each(&key, &value);
+        }
     }
 }
 
@@ -95,6 +218,13 @@ impl StateStore for MemoryStore {
         self.map.remove(key);
         Ok(())
     }
+
+    fn checkpoint(&mut self, dir: &Path) -> Result<(), StateError> {
+        write_entries(
+            &dir.join(ENTRIES_FILE),
+            self.map.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
+        )
+    }
 }
 
 /// The slow, large tier behind a [`HotTier`] (RocksDB in `weir-state`).
@@ -110,6 +240,13 @@ pub trait ColdStore: Send {
     /// # Errors
     /// The store cannot write.
     fn write(&mut self, changes: &[(&[u8], Option<&[u8]>)]) -> Result<(), StateError>;
+
+    /// Writes a consistent copy of the store into `dir` (see
+    /// [`StateStore::checkpoint`]).
+    ///
+    /// # Errors
+    /// The store cannot write the copy.
+    fn checkpoint(&mut self, dir: &Path) -> Result<(), StateError>;
 }
 
 /// A cached entry: its value (`None`: absent or deleted) and whether the
@@ -145,6 +282,9 @@ const SLOT_OVERHEAD: usize = 48;
 ///                 None => self.0.remove(*k),
 ///             };
 ///         }
+///         Ok(())
+///     }
+///     fn checkpoint(&mut self, _dir: &std::path::Path) -> Result<(), StateError> {
 ///         Ok(())
 ///     }
 /// }
@@ -292,6 +432,11 @@ impl<C: ColdStore> StateStore for HotTier<C> {
             }
         }
         self.spill()
+    }
+
+    fn checkpoint(&mut self, dir: &Path) -> Result<(), StateError> {
+        self.flush()?;
+        self.cold.checkpoint(dir)
     }
 }
 

@@ -153,6 +153,16 @@ impl BoundedOutOfOrderness {
         self.max_seen = self.max_seen.max(timestamp);
     }
 
+    /// The largest timestamp seen (recorded in checkpoints).
+    pub fn max_seen(&self) -> i64 {
+        self.max_seen
+    }
+
+    /// Continues from a checkpoint's [`Self::max_seen`].
+    pub fn resume(&mut self, max_seen: i64) {
+        self.max_seen = self.max_seen.max(max_seen);
+    }
+
     /// The current watermark.
     pub fn watermark(&self) -> i64 {
         if self.max_seen == BEFORE_TIME {

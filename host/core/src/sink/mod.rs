@@ -1,4 +1,14 @@
 //! Sinks: where results go.
+//!
+//! With checkpoints, a sink is told at each barrier to seal what it has
+//! written ([`Sink::pre_commit`]); the coordinator makes that visible once
+//! the checkpoint is complete ([`Committer`]). The [`files`] sink does this
+//! with hidden part files renamed on commit (exactly-once); the others
+//! flush and are at-least-once after a restore.
+
+mod files;
+
+pub use files::{FilesSink, PartCommitter, read_visible};
 
 use std::io::Write;
 use std::path::Path;
@@ -49,11 +59,56 @@ pub trait Sink: Send {
     /// See [`SinkError`].
     fn write(&mut self, batch: &Batch<'_>) -> Result<(), SinkError>;
 
-    /// Flushes everything written.
+    /// Flushes everything written: the input has ended.
     ///
     /// # Errors
     /// The final flush failed.
     fn finish(&mut self) -> Result<SinkSummary, SinkError>;
+
+    /// Stops before the end of the input (an error elsewhere, or a
+    /// savepoint). A transactional sink leaves what no checkpoint covers
+    /// uncommitted; others flush as [`Sink::finish`] does.
+    ///
+    /// # Errors
+    /// The flush failed.
+    fn stop(&mut self) -> Result<SinkSummary, SinkError> {
+        self.finish()
+    }
+
+    /// At a checkpoint barrier: makes everything written so far durable
+    /// but not yet visible, and returns what the checkpoint records so
+    /// that [`Committer::commit`] (after the checkpoint completes, or on
+    /// restore) makes exactly that visible.
+    ///
+    /// # Errors
+    /// Flushing or syncing failed: the checkpoint fails.
+    fn pre_commit(&mut self) -> Result<serde_json::Value, SinkError>;
+
+    /// Who makes sealed output visible, for transactional sinks.
+    fn committer(&self) -> Option<std::sync::Arc<dyn Committer>> {
+        None
+    }
+}
+
+/// Makes the output a checkpoint covers visible (the second phase of the
+/// sink's two-phase commit). Idempotent: restoring a checkpoint commits it
+/// again.
+pub trait Committer: Send + Sync {
+    /// Commits what `state` (from [`Sink::pre_commit`]) names.
+    ///
+    /// # Errors
+    /// A sealed file is missing or cannot be renamed.
+    fn commit(&self, state: &serde_json::Value) -> Result<(), SinkError>;
+}
+
+/// How a sink starts.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SinkStart<'a> {
+    /// The pipeline takes checkpoints: transactional sinks commit only
+    /// what a checkpoint covers.
+    pub checkpointed: bool,
+    /// The sink's state in the checkpoint being restored.
+    pub restored: Option<&'a serde_json::Value>,
 }
 
 /// Opens the sink `spec` describes; relative paths are resolved against
@@ -61,17 +116,36 @@ pub trait Sink: Send {
 ///
 /// # Errors
 /// A file that cannot be created, named with its path.
-pub fn open(spec: &SinkSpec, base: &Path) -> Result<Box<dyn Sink>, SinkError> {
+pub fn open(
+    spec: &SinkSpec,
+    base: &Path,
+    start: SinkStart<'_>,
+) -> Result<Box<dyn Sink>, SinkError> {
     Ok(match spec {
         SinkSpec::Jsonl { path, format } => {
             let path = base.join(path);
             let name = path.display().to_string();
-            let file = std::fs::File::create(&path).map_err(|source| SinkError::Io {
+            // Restored: what the file holds stays (at-least-once).
+            let file = if start.restored.is_some() {
+                std::fs::OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .open(&path)
+            } else {
+                std::fs::File::create(&path)
+            };
+            let file = file.map_err(|source| SinkError::Io {
                 sink: name.clone(),
                 source,
             })?;
             Box::new(JsonLinesSink::new(name, file, *format))
         }
+        SinkSpec::Files { path, format } => Box::new(FilesSink::open(
+            base.join(path),
+            *format,
+            start.checkpointed,
+            start.restored,
+        )?),
         SinkSpec::Stdout { format } => Box::new(
             JsonLinesSink::new("stdout".to_string(), std::io::stdout(), *format).flushing(),
         ),
@@ -110,6 +184,23 @@ impl<W: Write + Send> JsonLinesSink<W> {
             line: Vec::with_capacity(1024),
             flush_each_batch: false,
         }
+    }
+
+    /// The writer, flushed.
+    ///
+    /// # Errors
+    /// The flush failed.
+    pub fn into_inner(self) -> Result<W, SinkError> {
+        let name = self.name;
+        self.out.into_inner().map_err(|e| SinkError::Io {
+            sink: name,
+            source: e.into_error(),
+        })
+    }
+
+    /// Events and bytes written.
+    pub fn summary(&self) -> SinkSummary {
+        self.summary
     }
 
     fn encode(&mut self, event: &EventRef<'_>) -> Result<(), String> {
@@ -168,6 +259,11 @@ impl<W: Write + Send> Sink for JsonLinesSink<W> {
         })?;
         Ok(self.summary)
     }
+
+    fn pre_commit(&mut self) -> Result<serde_json::Value, SinkError> {
+        self.finish()?;
+        Ok(serde_json::Value::Null)
+    }
 }
 
 /// The `envelope` line format: every part of the event. The value is
@@ -225,6 +321,10 @@ impl Sink for Blackhole {
 
     fn finish(&mut self) -> Result<SinkSummary, SinkError> {
         Ok(self.summary)
+    }
+
+    fn pre_commit(&mut self) -> Result<serde_json::Value, SinkError> {
+        Ok(serde_json::Value::Null)
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use weir_batch::BatchWriter;
 
-use super::{Origin, Positions, Source, SourceBatch, SourceError};
+use super::{Origin, Positions, Source, SourceBatch, SourceError, SourcePosition};
 
 /// Bid-shaped rows, the same distribution as the Flink peer benchmark's
 /// datagen table (`shared/peers/flink/FlinkLite.java`), so Weir and Flink
@@ -98,6 +98,20 @@ impl Source for BidGenerator {
         &self.name
     }
 
+    fn position(&self) -> Option<SourcePosition> {
+        Some(SourcePosition::Generated {
+            events: self.seq,
+            rng: self.rng.0,
+        })
+    }
+
+    fn seek(&mut self, position: &SourcePosition) -> Result<(), SourceError> {
+        let (events, rng) = generated(&self.name, position, self.end)?;
+        self.seq = events;
+        self.rng = SplitMix64(rng);
+        Ok(())
+    }
+
     fn next_batch(&mut self, max_events: usize) -> Result<Option<SourceBatch>, SourceError> {
         let first = self.seq;
         let mut writer = std::mem::take(&mut self.writer);
@@ -112,6 +126,104 @@ impl Source for BidGenerator {
                 positions: Positions::Sequence(first),
             },
         }))
+    }
+}
+
+/// The generator state in `position`, checked against the generator's end.
+fn generated(
+    name: &str,
+    position: &SourcePosition,
+    end: Option<u64>,
+) -> Result<(u64, u64), SourceError> {
+    let error = |reason: String| SourceError::Resume {
+        source_name: name.to_string(),
+        reason,
+    };
+    match position {
+        SourcePosition::Generated { events, rng } => match end {
+            Some(end) if *events > end => Err(error(format!(
+                "the checkpoint is at event #{events}, past this generator's count ({end})"
+            ))),
+            _ => Ok((*events, *rng)),
+        },
+        other => Err(error(format!("a generator cannot resume at {other:?}"))),
+    }
+}
+
+/// Per-key sequence numbers, for exactly-once checks: event `n` is
+/// `{"key":"k<n % keys>","seq":<n / keys>,"ts":…}`, so each key's `seq`
+/// runs 0, 1, 2, … in order. Event time advances by `interval_ms` per
+/// event from `base_time_ms`.
+#[derive(Debug, Clone)]
+pub struct SequenceGenerator {
+    name: Arc<str>,
+    next: u64,
+    count: Option<u64>,
+    keys: u64,
+    base_time_ms: i64,
+    interval_ms: u64,
+    writer: BatchWriter,
+}
+
+impl SequenceGenerator {
+    /// `count` events (unbounded when `None`) over `keys` keys.
+    pub fn new(count: Option<u64>, keys: u64, base_time_ms: i64, interval_ms: u64) -> Self {
+        SequenceGenerator {
+            name: "sequence".into(),
+            next: 0,
+            count,
+            keys: keys.max(1),
+            base_time_ms,
+            interval_ms,
+            writer: BatchWriter::with_capacity(1 << 16),
+        }
+    }
+}
+
+impl Source for SequenceGenerator {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn next_batch(&mut self, max_events: usize) -> Result<Option<SourceBatch>, SourceError> {
+        let first = self.next;
+        let available = self.count.map_or(u64::MAX, |end| end - self.next);
+        let n = (max_events as u64).min(available);
+        for _ in 0..n {
+            let ts = self.base_time_ms + (self.next * self.interval_ms) as i64;
+            let (key, seq) = (self.next % self.keys, self.next / self.keys);
+            self.writer.push_with(ts, None, &[], |buf| {
+                let mut num = itoa::Buffer::new();
+                buf.extend_from_slice(b"{\"key\":\"k");
+                buf.extend_from_slice(num.format(key).as_bytes());
+                buf.extend_from_slice(b"\",\"seq\":");
+                buf.extend_from_slice(num.format(seq).as_bytes());
+                buf.extend_from_slice(b",\"ts\":");
+                buf.extend_from_slice(num.format(ts).as_bytes());
+                buf.push(b'}');
+            });
+            self.next += 1;
+        }
+        Ok((n > 0).then(|| SourceBatch {
+            bytes: self.writer.finish_into(),
+            len: n as usize,
+            origin: Origin {
+                source: self.name.clone(),
+                positions: Positions::Sequence(first),
+            },
+        }))
+    }
+
+    fn position(&self) -> Option<SourcePosition> {
+        Some(SourcePosition::Generated {
+            events: self.next,
+            rng: 0,
+        })
+    }
+
+    fn seek(&mut self, position: &SourcePosition) -> Result<(), SourceError> {
+        self.next = generated(&self.name, position, self.count)?.0;
+        Ok(())
     }
 }
 
@@ -209,6 +321,20 @@ impl Source for ClickGenerator {
         &self.name
     }
 
+    fn position(&self) -> Option<SourcePosition> {
+        Some(SourcePosition::Generated {
+            events: self.seq,
+            rng: self.rng.0,
+        })
+    }
+
+    fn seek(&mut self, position: &SourcePosition) -> Result<(), SourceError> {
+        let (events, rng) = generated(&self.name, position, self.spec.count)?;
+        self.seq = events;
+        self.rng = SplitMix64(rng);
+        Ok(())
+    }
+
     fn next_batch(&mut self, max_events: usize) -> Result<Option<SourceBatch>, SourceError> {
         let first = self.seq;
         let available = self.spec.count.map_or(u64::MAX, |end| end - self.seq);
@@ -285,6 +411,28 @@ struct Tagged<'a, T> {
 impl Source for NexmarkSource {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn position(&self) -> Option<SourcePosition> {
+        Some(SourcePosition::Generated {
+            events: self.produced,
+            rng: 0,
+        })
+    }
+
+    /// The `nexmark` generator has no seek: resuming generates and drops
+    /// the events before the position (about a million a second).
+    fn seek(&mut self, position: &SourcePosition) -> Result<(), SourceError> {
+        let (events, _) = generated(&self.name, position, self.end)?;
+        let skip = events
+            .checked_sub(self.produced)
+            .ok_or_else(|| SourceError::Resume {
+                source_name: self.name.to_string(),
+                reason: "a generator can only move forward".into(),
+            })?;
+        let skipped = self.events.by_ref().take(skip as usize).count() as u64;
+        self.produced += skipped;
+        Ok(())
     }
 
     fn next_batch(&mut self, max_events: usize) -> Result<Option<SourceBatch>, SourceError> {

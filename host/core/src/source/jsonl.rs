@@ -8,7 +8,7 @@ use std::time::Instant;
 use serde::de::IgnoredAny;
 use weir_batch::BatchWriter;
 
-use super::{Linger, Origin, Positions, Source, SourceBatch, SourceError};
+use super::{Linger, Origin, Positions, Source, SourceBatch, SourceError, SourcePosition};
 use crate::dead_letter::DeadLetters;
 use crate::pipeline::JsonFields;
 use crate::time::{TimeFormat, parse_rfc3339};
@@ -79,6 +79,10 @@ pub struct JsonLinesSource {
     dead_letters: Option<DeadLetters>,
     line: Vec<u8>,
     line_no: u64,
+    /// Bytes of input read so far: where the next line starts.
+    offset: u64,
+    /// The file, when the input is one (a file can be resumed at an offset).
+    file: Option<std::path::PathBuf>,
     writer: BatchWriter,
     pending_error: Option<SourceError>,
     done: bool,
@@ -99,10 +103,32 @@ impl JsonLinesSource {
             dead_letters,
             line: Vec::new(),
             line_no: 0,
+            offset: 0,
+            file: None,
             writer: BatchWriter::with_capacity(1 << 16),
             pending_error: None,
             done: false,
         }
+    }
+
+    /// A source reading the file at `path`, which can be resumed after a
+    /// restore (see [`Source::seek`]).
+    ///
+    /// # Errors
+    /// The file cannot be opened.
+    pub fn file(
+        path: std::path::PathBuf,
+        fields: JsonFields,
+        dead_letters: Option<DeadLetters>,
+    ) -> Result<Self, SourceError> {
+        let name = path.display().to_string();
+        let file = std::fs::File::open(&path).map_err(|e| SourceError::Io {
+            source_name: name.clone(),
+            reason: format!("cannot open: {e}"),
+        })?;
+        let mut source = Self::new(name, LineInput::reader(file), fields, dead_letters);
+        source.file = Some(path);
+        Ok(source)
     }
 
     fn read_line(&mut self, batch_started: Option<Instant>) -> Result<Next, SourceError> {
@@ -114,7 +140,10 @@ impl JsonLinesSource {
         match &mut self.input {
             LineInput::Reader(reader) => match reader.read_until(b'\n', &mut self.line) {
                 Ok(0) => Ok(Next::End),
-                Ok(_) => Ok(Next::Line),
+                Ok(n) => {
+                    self.offset += n as u64;
+                    Ok(Next::Line)
+                }
                 Err(e) => Err(io_error(e)),
             },
             LineInput::Channel { lines, linger } => {
@@ -147,6 +176,45 @@ impl JsonLinesSource {
 impl Source for JsonLinesSource {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn position(&self) -> Option<SourcePosition> {
+        self.file.as_ref().map(|_| SourcePosition::File {
+            offset: self.offset,
+            line: self.line_no,
+        })
+    }
+
+    fn seek(&mut self, position: &SourcePosition) -> Result<(), SourceError> {
+        use std::io::{Seek, SeekFrom};
+        let resume_error = |reason: String| SourceError::Resume {
+            source_name: self.name.to_string(),
+            reason,
+        };
+        let (Some(path), SourcePosition::File { offset, line }) = (&self.file, position) else {
+            return Err(resume_error(format!(
+                "cannot resume at {position:?}: only a file source can be rewound (stdin cannot)"
+            )));
+        };
+        let mut file =
+            std::fs::File::open(path).map_err(|e| resume_error(format!("cannot open: {e}")))?;
+        let length = file
+            .metadata()
+            .map_err(|e| resume_error(e.to_string()))?
+            .len();
+        if *offset > length {
+            return Err(resume_error(format!(
+                "the checkpoint resumes at byte {offset}, but the file has only {length} bytes (was it replaced?)"
+            )));
+        }
+        file.seek(SeekFrom::Start(*offset))
+            .map_err(|e| resume_error(e.to_string()))?;
+        self.input = LineInput::reader(file);
+        self.offset = *offset;
+        self.line_no = *line;
+        self.done = false;
+        self.pending_error = None;
+        Ok(())
     }
 
     fn next_batch(&mut self, max_events: usize) -> Result<Option<SourceBatch>, SourceError> {

@@ -8,7 +8,7 @@ mod generator;
 mod jsonl;
 mod linger;
 
-pub use generator::{BidGenerator, ClickGenerator, ClickSpec, NexmarkSource};
+pub use generator::{BidGenerator, ClickGenerator, ClickSpec, NexmarkSource, SequenceGenerator};
 pub use jsonl::{JsonLinesSource, LineInput};
 pub use linger::Linger;
 
@@ -157,6 +157,36 @@ pub enum SourceError {
     /// The dead-letter sink failed.
     #[error("dead-letter sink: {0}")]
     DeadLetter(String),
+    /// The source cannot resume where a checkpoint left it.
+    #[error("{source_name}: cannot resume from the checkpoint: {reason}")]
+    Resume {
+        /// The source.
+        source_name: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Where a source is: enough to resume it after a restore, recorded in
+/// every checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SourcePosition {
+    /// A file: the byte offset of the next line, and how many lines came
+    /// before it (for line numbers in errors).
+    File {
+        /// Bytes read.
+        offset: u64,
+        /// Lines read.
+        line: u64,
+    },
+    /// A generator: how many events it has produced, and its random state.
+    Generated {
+        /// Events produced.
+        events: u64,
+        /// The random generator's state.
+        rng: u64,
+    },
 }
 
 /// Something that produces batches of events.
@@ -172,6 +202,25 @@ pub trait Source: Send {
     /// accepted before the bad input, then the error, so nothing accepted is
     /// lost.
     fn next_batch(&mut self, max_events: usize) -> Result<Option<SourceBatch>, SourceError>;
+
+    /// Where the source is: after the last event of the last batch it
+    /// returned. `None` when it cannot be resumed (stdin), which makes a
+    /// pipeline reading it unable to checkpoint.
+    fn position(&self) -> Option<SourcePosition> {
+        None
+    }
+
+    /// Resumes at a position [`Source::position`] returned, so the next
+    /// batch starts with the event after it.
+    ///
+    /// # Errors
+    /// The source cannot be rewound, or the position does not fit it.
+    fn seek(&mut self, position: &SourcePosition) -> Result<(), SourceError> {
+        Err(SourceError::Resume {
+            source_name: self.name().to_string(),
+            reason: format!("this source cannot be rewound to {position:?}"),
+        })
+    }
 }
 
 /// Opens the source `spec` describes; relative paths are resolved against
@@ -186,20 +235,11 @@ pub fn open(
     dead_letters: Option<DeadLetters>,
 ) -> Result<Box<dyn Source>, SourceError> {
     Ok(match spec {
-        SourceSpec::Jsonl { path, fields } => {
-            let path = base.join(path);
-            let name = path.display().to_string();
-            let file = std::fs::File::open(&path).map_err(|e| SourceError::Io {
-                source_name: name.clone(),
-                reason: format!("cannot open: {e}"),
-            })?;
-            Box::new(JsonLinesSource::new(
-                name,
-                LineInput::reader(file),
-                fields.clone(),
-                dead_letters,
-            ))
-        }
+        SourceSpec::Jsonl { path, fields } => Box::new(JsonLinesSource::file(
+            base.join(path),
+            fields.clone(),
+            dead_letters,
+        )?),
         SourceSpec::Stdin { fields } => Box::new(JsonLinesSource::new(
             "stdin".to_string(),
             LineInput::stdin(linger),
@@ -227,5 +267,16 @@ pub fn open(
             base_time_ms,
             bids_only,
         } => Box::new(NexmarkSource::new(*count, *base_time_ms, *bids_only)),
+        SourceSpec::Sequence {
+            count,
+            keys,
+            base_time_ms,
+            interval_ms,
+        } => Box::new(SequenceGenerator::new(
+            *count,
+            *keys,
+            i64::try_from(*base_time_ms).unwrap_or(i64::MAX),
+            *interval_ms,
+        )),
     })
 }

@@ -9,6 +9,7 @@
 
 mod operator;
 
+pub(crate) use operator::STATE_DIR;
 pub use operator::{WindowError, WindowOperator, WindowOutput};
 
 use serde::Deserialize;
@@ -86,7 +87,9 @@ impl WindowSpec {
 }
 
 /// A window: `[start, end)` in event-time milliseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct Window {
     /// First millisecond in the window.
     pub start: i64,

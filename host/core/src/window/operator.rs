@@ -10,6 +10,10 @@
 //! order or parallelism.
 
 use std::collections::BTreeSet;
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
 
 use foldhash::HashMap;
 
@@ -39,14 +43,14 @@ impl From<OperatorFailure> for WindowError {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 enum TimerKind {
     Fire,
     Cleanup,
 }
 
 /// Timers sort by time, then kind, key and window: the firing order.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 struct Timer {
     time: i64,
     kind: TimerKind,
@@ -69,6 +73,20 @@ pub struct WindowOperator {
     sessions: HashMap<Key, Vec<Window>>,
     state_key: Vec<u8>,
 }
+
+/// What a checkpoint holds of a window subtask besides its store: the
+/// timers (one per open window) and session sets.
+#[derive(Serialize, Deserialize)]
+struct WindowSnapshot {
+    watermark: i64,
+    timers: Vec<Timer>,
+    sessions: Vec<(Key, Vec<Window>)>,
+}
+
+/// The file of a [`WindowSnapshot`] in a subtask's checkpoint directory.
+const TIMERS_FILE: &str = "timers.bin";
+/// The store's copy in a subtask's checkpoint directory.
+pub(crate) const STATE_DIR: &str = "state";
 
 /// Where one batch's outputs go.
 pub struct WindowOutput<'a> {
@@ -109,6 +127,61 @@ impl WindowOperator {
     /// The watermark the operator last saw.
     pub fn watermark(&self) -> i64 {
         self.watermark
+    }
+
+    /// Writes the subtask's snapshot into `dir`: the store's copy under
+    /// `state/`, timers and sessions in `timers.bin`.
+    ///
+    /// # Errors
+    /// The store or the file cannot be written.
+    pub fn checkpoint(&mut self, dir: &Path) -> Result<(), StateError> {
+        let state = dir.join(STATE_DIR);
+        std::fs::create_dir_all(&state)
+            .map_err(|e| StateError(format!("cannot create {}: {e}", state.display())))?;
+        self.store.checkpoint(&state)?;
+        let snapshot = WindowSnapshot {
+            watermark: self.watermark,
+            timers: self.timers.iter().cloned().collect(),
+            sessions: self
+                .sessions
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        };
+        crate::checkpoint::write_snapshot(&dir.join(TIMERS_FILE), &snapshot).map_err(StateError)
+    }
+
+    /// Takes the timers, sessions and watermark of the key groups `groups`
+    /// from the subtask snapshots in `from` (the store is restored by its
+    /// backend).
+    ///
+    /// # Errors
+    /// A snapshot is missing or does not decode.
+    pub fn restore(
+        &mut self,
+        from: &[PathBuf],
+        groups: &RangeInclusive<u16>,
+    ) -> Result<(), StateError> {
+        let owned = |key: &Key| {
+            groups.contains(
+                &key.as_deref()
+                    .map_or(0, |k| key_group(k, self.max_parallelism)),
+            )
+        };
+        let mut watermark = None::<i64>;
+        for dir in from {
+            let snapshot: WindowSnapshot =
+                crate::checkpoint::read_snapshot(&dir.join(TIMERS_FILE)).map_err(StateError)?;
+            watermark = Some(watermark.map_or(snapshot.watermark, |w| w.min(snapshot.watermark)));
+            self.timers
+                .extend(snapshot.timers.into_iter().filter(|t| owned(&t.key)));
+            self.sessions
+                .extend(snapshot.sessions.into_iter().filter(|(k, _)| owned(k)));
+        }
+        if let Some(w) = watermark {
+            self.watermark = self.watermark.max(w);
+        }
+        Ok(())
     }
 
     /// Number of windows holding state.

@@ -1,0 +1,431 @@
+//! Checkpoints, crash recovery and exactly-once output, through the `weir`
+//! binary: golden pipelines run three ways (straight; with checkpoints;
+//! killed with SIGKILL and restored, also at another parallelism), a soak
+//! test with a per-key sequence oracle, damaged checkpoints, and stop with
+//! savepoint.
+//!
+//! Kill points are random; each test prints its seed, and `WEIR_SEED=n`
+//! repeats a run. `WEIR_SOAK_KILLS=n` sets the soak test's kills (20 by
+//! default; the larger run in ARCHITECTURE.md uses 50).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{ran, weir};
+
+/// A small deterministic random source (SplitMix64).
+struct Random(u64);
+
+impl Random {
+    fn new(test: &str) -> Random {
+        let seed = std::env::var("WEIR_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+            });
+        eprintln!("{test}: WEIR_SEED={seed}");
+        Random(seed)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (z ^ (z >> 31)) % n.max(1)
+    }
+}
+
+fn golden_dir(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/golden")
+        .join(name)
+}
+
+/// A golden pipeline rewritten for these tests: its input paths point
+/// into the golden directory, its sinks are exactly-once file sinks, its
+/// keyed operators run `parallelism` subtasks, and with `checkpoints` it
+/// takes one every `interval_ms` and reads at most `rate` events/s.
+fn rewrite(name: &str, parallelism: usize, checkpoints: Option<(u64, u64)>) -> String {
+    let dir = golden_dir(name);
+    let text = std::fs::read_to_string(dir.join("pipeline.toml")).unwrap();
+    let mut out = String::new();
+    let mut has_pipeline = false;
+    for line in text.lines() {
+        let line = if line.starts_with("path = \"") {
+            line.replace("path = \"", &format!("path = \"{}/", dir.display()))
+        } else if line == "type = \"stdout\"" {
+            "type = \"files\"\npath = \"out\"".to_string()
+        } else if line == "type = \"stderr\"" {
+            "type = \"files\"\npath = \"late\"".to_string()
+        } else {
+            line.to_string()
+        };
+        out.push_str(&line);
+        out.push('\n');
+        if line.starts_with("key_by = ") {
+            out.push_str(&format!("parallelism = {parallelism}\n"));
+        }
+        if line == "[pipeline]" {
+            has_pipeline = true;
+            if let Some((_, rate)) = checkpoints {
+                out.push_str(&format!("max_events_per_second = {rate}\n"));
+            }
+        }
+    }
+    if let Some((interval, rate)) = checkpoints {
+        if !has_pipeline {
+            out = format!("[pipeline]\nmax_events_per_second = {rate}\n\n{out}");
+        }
+        out.push_str(&format!(
+            "\n[checkpoint]\ndir = \"checkpoints\"\ninterval_ms = {interval}\n"
+        ));
+    }
+    out
+}
+
+/// Events the golden pipeline's input holds (to pace it).
+fn input_events(name: &str) -> u64 {
+    let dir = golden_dir(name);
+    let text = std::fs::read_to_string(dir.join("pipeline.toml")).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("count = ")?.trim().parse().ok())
+        .unwrap_or_else(|| {
+            std::fs::read_to_string(dir.join("input.jsonl"))
+                .unwrap()
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .count() as u64
+        })
+}
+
+fn sorted_lines(text: &str) -> Vec<String> {
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    lines.sort();
+    lines
+}
+
+fn visible(dir: &Path) -> String {
+    weir_core::sink::read_visible(&dir.join("out")).unwrap_or_default()
+}
+
+fn spawn(dir: &Path, restore: bool) -> Child {
+    let mut cmd = weir();
+    cmd.args(["run", "--quiet"]);
+    if restore {
+        cmd.args(["--restore", "latest"]);
+    }
+    cmd.arg(dir.join("pipeline.toml"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn weir")
+}
+
+fn finish(dir: &Path, restore: bool) -> String {
+    let out = spawn(dir, restore).wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "weir failed in {}:\n{stderr}",
+        dir.display()
+    );
+    stderr
+}
+
+/// Kills `child` with SIGKILL after `after`.
+fn kill_after(mut child: Child, after: Duration) {
+    let deadline = Instant::now() + after;
+    while Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            return; // finished first
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL on Unix
+    child.wait().unwrap();
+}
+
+fn write_pipeline(dir: &Path, text: &str) {
+    std::fs::write(dir.join("pipeline.toml"), text).unwrap();
+}
+
+#[test]
+fn golden_pipelines_give_the_same_output_straight_checkpointed_and_killed() {
+    let mut random = Random::new("golden three ways");
+    let mut failures = Vec::new();
+    for (name, before, after) in [
+        ("dashboard", 2, 1),
+        ("fraud", 2, 3),
+        ("sessions", 2, 1),
+        ("nexmark-q5", 2, 3),
+    ] {
+        let expected = sorted_lines(
+            &std::fs::read_to_string(golden_dir(name).join("expected.jsonl")).unwrap(),
+        );
+        // A paced run takes about 1.5 s.
+        let rate = (input_events(name) * 2 / 3).max(4);
+
+        // 1. Straight through.
+        let straight = tempfile::tempdir().unwrap();
+        write_pipeline(straight.path(), &rewrite(name, before, None));
+        finish(straight.path(), false);
+        if sorted_lines(&visible(straight.path())) != expected {
+            failures.push(format!("{name}: straight run differs"));
+        }
+
+        // 2. With checkpoints taken mid-run.
+        let checkpointed = tempfile::tempdir().unwrap();
+        write_pipeline(
+            checkpointed.path(),
+            &rewrite(name, before, Some((100, rate))),
+        );
+        let log = finish(checkpointed.path(), false);
+        if !log.contains("kind=checkpoint") {
+            failures.push(format!("{name}: no checkpoint was taken mid-run:\n{log}"));
+        }
+        if sorted_lines(&visible(checkpointed.path())) != expected {
+            failures.push(format!("{name}: checkpointed run differs"));
+        }
+
+        // 3. Killed at a random point, restored at another parallelism.
+        let killed = tempfile::tempdir().unwrap();
+        write_pipeline(killed.path(), &rewrite(name, before, Some((100, rate))));
+        let at = Duration::from_millis(300 + random.below(1000));
+        kill_after(spawn(killed.path(), false), at);
+        write_pipeline(killed.path(), &rewrite(name, after, Some((100, rate))));
+        let log = finish(killed.path(), true);
+        let got = sorted_lines(&visible(killed.path()));
+        if got != expected {
+            failures.push(format!(
+                "{name}: killed after {at:?} and restored at parallelism {after}: output differs\n--- got\n{}\n--- expected\n{}\n--- log\n{log}",
+                got.join("\n"),
+                expected.join("\n")
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// The soak pipeline: per-key sequence numbers → 1 s tumbling windows per
+/// key (counts) → a keyed function numbering each key's windows → an
+/// exactly-once file sink.
+fn soak_pipeline(count: u64, rate: u64, parallelism: usize) -> String {
+    let plugins = crate::support::plugins().display().to_string();
+    format!(
+        r#"[pipeline]
+batch_size = 100
+max_events_per_second = {rate}
+
+[[source]]
+type = "sequence"
+count = {count}
+keys = 8
+interval_ms = 10
+
+[[operator]]
+name = "count"
+component = "{plugins}/window_count.wasm"
+key_by = "key"
+parallelism = {parallelism}
+window = {{ type = "tumbling", size_ms = 1000 }}
+
+[[operator]]
+name = "number"
+component = "{plugins}/seq_check.wasm"
+key_by = "key"
+parallelism = {parallelism}
+
+[[sink]]
+type = "files"
+path = "out"
+
+[late_data]
+type = "files"
+path = "late"
+
+[checkpoint]
+dir = "checkpoints"
+interval_ms = 100
+retain = 2
+"#
+    )
+}
+
+/// The oracle: every key's windows arrive exactly once, in order, each
+/// with the count the generator implies, numbered 1, 2, 3, … by the keyed
+/// stage (a repeat or a gap in its state would break the numbering).
+fn check_sequences(output: &str, count: u64) -> Result<(), String> {
+    let base = 1_704_067_200_000u64;
+    let mut expected: BTreeMap<(String, u64), u64> = BTreeMap::new();
+    for n in 0..count {
+        let window = (base + n * 10) / 1000 * 1000;
+        *expected.entry((format!("k{}", n % 8), window)).or_default() += 1;
+    }
+    let mut per_key: HashMap<String, Vec<(u64, u64, u64)>> = HashMap::new();
+    for line in output.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| format!("bad line {line}: {e}"))?;
+        per_key
+            .entry(v["key"].as_str().unwrap_or_default().to_string())
+            .or_default()
+            .push((
+                v["n"].as_u64().unwrap_or(0),
+                v["event"]["window_start"].as_u64().unwrap_or(0),
+                v["event"]["count"].as_u64().unwrap_or(0),
+            ));
+    }
+    for key in (0..8).map(|k| format!("k{k}")) {
+        let got = per_key.remove(&key).unwrap_or_default();
+        let want: Vec<(u64, u64, u64)> = expected
+            .iter()
+            .filter(|((k, _), _)| *k == key)
+            .enumerate()
+            .map(|(i, ((_, w), c))| (i as u64 + 1, *w, *c))
+            .collect();
+        if got != want {
+            let first = got.iter().zip(&want).position(|(a, b)| a != b);
+            return Err(format!(
+                "key {key}: {} results, {} expected; first difference at #{first:?}: got {:?}, expected {:?}",
+                got.len(),
+                want.len(),
+                first.and_then(|i| got.get(i)),
+                first.and_then(|i| want.get(i)),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn soak_every_key_sequence_is_complete_after_repeated_sigkill() {
+    let kills: u32 = std::env::var("WEIR_SOAK_KILLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    let mut random = Random::new("soak");
+    let rate = 4000;
+    // Enough input that the kills all land before the end.
+    let count = u64::from(kills) * 1500 + 8000;
+    let dir = tempfile::tempdir().unwrap();
+    let mut landed = 0;
+    for kill in 0..kills {
+        // Parallelism changes between restarts, too.
+        write_pipeline(
+            dir.path(),
+            &soak_pipeline(count, rate, 1 + kill as usize % 3),
+        );
+        let child = spawn(dir.path(), kill > 0);
+        let started = Instant::now();
+        let at = Duration::from_millis(200 + random.below(500));
+        kill_after(child, at);
+        if started.elapsed() >= at {
+            landed += 1;
+        }
+    }
+    write_pipeline(dir.path(), &soak_pipeline(count, rate * 4, 2));
+    finish(dir.path(), true);
+    assert!(
+        landed >= kills.min(20),
+        "only {landed} kills landed mid-run"
+    );
+    if let Err(e) = check_sequences(&visible(dir.path()), count) {
+        panic!("after {kills} kills: {e}");
+    }
+    // Nothing half-written is visible.
+    let hidden = std::fs::read_dir(dir.path().join("out"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with('.')
+        })
+        .count();
+    assert_eq!(hidden, 0, "in-progress parts left after the final run");
+}
+
+#[test]
+fn a_damaged_checkpoint_is_named_and_restore_falls_back_to_the_one_before() {
+    let count = 12_000;
+    let dir = tempfile::tempdir().unwrap();
+    write_pipeline(dir.path(), &soak_pipeline(count, 4000, 2));
+    kill_after(spawn(dir.path(), false), Duration::from_millis(1500));
+    let store = weir_core::checkpoint::CheckpointStore::new(dir.path().join("checkpoints"));
+    let (newest, _) = store.latest().unwrap();
+    let newest = newest.expect("checkpoints were taken before the kill");
+    // Flip a byte in the newest checkpoint's largest file.
+    let file = newest.files.iter().max_by_key(|f| f.bytes).unwrap();
+    let path = store.path_of(newest.id).join(&file.path);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[0] ^= 0x01;
+    std::fs::write(&path, bytes).unwrap();
+
+    let listing = ran(weir()
+        .arg("checkpoints")
+        .arg(dir.path().join("pipeline.toml"))
+        .output()
+        .unwrap());
+    assert!(listing.ok, "{}", listing.stderr);
+    assert!(
+        listing
+            .stdout
+            .contains(&format!("{} is damaged", newest.id))
+            && listing.stdout.contains(&file.path),
+        "{}",
+        listing.stdout
+    );
+    let log = finish(dir.path(), true);
+    assert!(
+        log.contains(&format!("checkpoint {} is damaged", newest.id)) && log.contains("CRC-32"),
+        "{log}"
+    );
+    check_sequences(&visible(dir.path()), count).unwrap();
+}
+
+#[test]
+fn sigterm_stops_with_a_savepoint_that_resumes_exactly() {
+    let count = 40_000;
+    let dir = tempfile::tempdir().unwrap();
+    write_pipeline(dir.path(), &soak_pipeline(count, 4000, 2));
+    let child = spawn(dir.path(), false);
+    std::thread::sleep(Duration::from_millis(1200));
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let id: u64 = stderr
+        .split("stopped with savepoint ")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no savepoint reported:\n{stderr}"));
+    let listing = ran(weir()
+        .arg("checkpoints")
+        .arg(dir.path().join("pipeline.toml"))
+        .output()
+        .unwrap());
+    assert!(listing.stdout.contains("savepoint"), "{}", listing.stdout);
+    assert!(
+        visible(dir.path()).lines().count() > 0,
+        "output up to the savepoint is visible"
+    );
+    let restored = ran(weir()
+        .args(["run", "--quiet", "--restore", &id.to_string()])
+        .arg(dir.path().join("pipeline.toml"))
+        .output()
+        .unwrap());
+    assert!(restored.ok, "{}", restored.stderr);
+    check_sequences(&visible(dir.path()), count).unwrap();
+}
