@@ -62,6 +62,9 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
     }
 }
 
+/// A checkpoint as [`CheckpointStore::list`] finds it: usable, or why not.
+pub type Listed = (CheckpointId, Result<Manifest, CheckpointError>);
+
 /// A pipeline's checkpoint directory.
 #[derive(Debug, Clone)]
 pub struct CheckpointStore {
@@ -236,9 +239,7 @@ impl CheckpointStore {
     ///
     /// # Errors
     /// The directory cannot be listed.
-    pub fn list(
-        &self,
-    ) -> Result<Vec<(CheckpointId, Result<Manifest, CheckpointError>)>, CheckpointError> {
+    pub fn list(&self) -> Result<Vec<Listed>, CheckpointError> {
         Ok(self
             .ids()?
             .into_iter()
