@@ -44,6 +44,10 @@ pub struct BenchArgs {
     /// script tests/build-plugins.sh builds them and prints it).
     #[arg(long)]
     plugins: Option<PathBuf>,
+    /// tumble/q5: also run with a checkpoint every this many ms (variant
+    /// `wasm+ckpt`), and report its throughput against the run without.
+    #[arg(long)]
+    checkpoint_ms: Option<u64>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -201,6 +205,11 @@ struct Row {
     output_events: u64,
     cpu_seconds: f64,
     ratio_to_native: f64,
+    /// Windowed runs: the measurement, with checkpoint figures.
+    window: Option<bench_window::Measured>,
+    /// `wasm+ckpt`: wall-clock throughput relative to the same run without
+    /// checkpoints.
+    ratio_to_unchecked: Option<f64>,
 }
 
 impl Row {
@@ -236,29 +245,54 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     if let Some(workload) = windowed {
         for &batch in &batches_to_run {
             let native = bench_window::native(workload, args.events, batch)?;
-            let mut push = |variant, parallelism, m: &bench_window::Measured| {
-                rows.push(Row {
-                    workload: args.workload.name(),
-                    variant,
-                    batch,
-                    parallelism,
-                    events: args.events,
-                    output_events: m.output_events,
-                    cpu_seconds: m.cpu_seconds,
-                    ratio_to_native: native.cpu_seconds / m.cpu_seconds.max(1e-9),
-                });
-            };
-            push("native", 1, &native);
+            let native_cpu = native.cpu_seconds;
+            let native_results = native.output_events;
+            let mut push =
+                |variant, parallelism, m: bench_window::Measured, unchecked: Option<f64>| {
+                    rows.push(Row {
+                        workload: args.workload.name(),
+                        variant,
+                        batch,
+                        parallelism,
+                        events: args.events,
+                        output_events: m.output_events,
+                        cpu_seconds: m.cpu_seconds,
+                        ratio_to_native: native_cpu / m.cpu_seconds.max(1e-9),
+                        ratio_to_unchecked: unchecked.map(|wall| wall / m.wall_seconds.max(1e-9)),
+                        window: Some(m),
+                    });
+                };
+            push("native", 1, native, None);
             for &parallelism in &parallelisms {
-                let wasm =
-                    bench_window::weir(workload, &engine, &dir, args.events, batch, parallelism)?;
+                let run = |every| {
+                    bench_window::weir(
+                        workload,
+                        &engine,
+                        &dir,
+                        args.events,
+                        batch,
+                        parallelism,
+                        every,
+                    )
+                };
+                let wasm = run(None)?;
                 anyhow::ensure!(
-                    wasm.output_events == native.output_events,
-                    "weir and the native loop disagree: {} vs {} results",
+                    wasm.output_events == native_results,
+                    "weir and the native loop disagree: {} vs {native_results} results",
                     wasm.output_events,
-                    native.output_events
                 );
-                push("wasm", parallelism, &wasm);
+                let wall = wasm.wall_seconds;
+                let results = wasm.output_events;
+                push("wasm", parallelism, wasm, None);
+                if let Some(ms) = args.checkpoint_ms {
+                    let checked = run(Some(std::time::Duration::from_millis(ms)))?;
+                    anyhow::ensure!(
+                        checked.output_events == results,
+                        "checkpoints changed the results: {} vs {results}",
+                        checked.output_events
+                    );
+                    push("wasm+ckpt", parallelism, checked, Some(wall));
+                }
             }
         }
         return print(&rows, args.json);
@@ -297,6 +331,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                     output_events: m.output_events,
                     cpu_seconds,
                     ratio_to_native: native_secs / cpu_seconds.max(1e-9),
+                    window: None,
+                    ratio_to_unchecked: None,
                 });
             }
         }
@@ -307,20 +343,31 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
 fn print(rows: &[Row], json: bool) -> anyhow::Result<()> {
     if json {
         for row in rows {
-            println!(
-                "{}",
-                serde_json::json!({
-                    "workload": row.workload,
-                    "variant": row.variant,
-                    "batch": row.batch,
-                    "parallelism": row.parallelism,
-                    "events": row.events,
-                    "output_events": row.output_events,
-                    "cpu_seconds": row.cpu_seconds,
-                    "events_per_cpu_second": row.events_per_cpu_second(),
-                    "ratio_to_native": row.ratio_to_native,
-                })
-            );
+            let mut line = serde_json::json!({
+                "workload": row.workload,
+                "variant": row.variant,
+                "batch": row.batch,
+                "parallelism": row.parallelism,
+                "events": row.events,
+                "output_events": row.output_events,
+                "cpu_seconds": row.cpu_seconds,
+                "events_per_cpu_second": row.events_per_cpu_second(),
+                "ratio_to_native": row.ratio_to_native,
+            });
+            if let (Some(m), Some(object)) = (&row.window, line.as_object_mut()) {
+                object.insert("wall_seconds".into(), m.wall_seconds.into());
+                object.insert(
+                    "events_per_second".into(),
+                    (row.events as f64 / m.wall_seconds.max(1e-9)).into(),
+                );
+                if row.variant == "wasm+ckpt" {
+                    object.insert("checkpoints".into(), m.checkpoints.into());
+                    object.insert("checkpoint_max_ms".into(), m.checkpoint_max_ms.into());
+                    object.insert("checkpoint_max_bytes".into(), m.checkpoint_max_bytes.into());
+                    object.insert("ratio_to_unchecked".into(), row.ratio_to_unchecked.into());
+                }
+            }
+            println!("{line}");
         }
     } else {
         println!(
@@ -339,6 +386,15 @@ fn print(rows: &[Row], json: bool) -> anyhow::Result<()> {
                 row.events_per_cpu_second(),
                 row.ratio_to_native * 100.0
             );
+            if let (Some(m), Some(ratio)) = (&row.window, row.ratio_to_unchecked) {
+                println!(
+                    "         {} checkpoints, longest {} ms, largest {} bytes; wall-clock throughput {:.0}% of the run without",
+                    m.checkpoints,
+                    m.checkpoint_max_ms,
+                    m.checkpoint_max_bytes,
+                    ratio * 100.0
+                );
+            }
         }
     }
     Ok(())

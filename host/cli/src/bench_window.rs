@@ -14,6 +14,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use weir_batch::{Batch, BatchWriter};
+use weir_core::checkpoint::CheckpointStore;
+use weir_core::checkpoint::coordinator::Checkpointing;
 use weir_core::keys::KeySelector;
 use weir_core::pipeline::PipelineSettings;
 use weir_core::runtime::{Pipeline, Stage, Task};
@@ -40,19 +42,31 @@ pub enum WindowWorkload {
 }
 
 /// One measured run.
+#[derive(Default)]
 pub struct Measured {
     /// CPU seconds of the whole process during the run.
     pub cpu_seconds: f64,
+    /// Wall-clock seconds of the run.
+    pub wall_seconds: f64,
     /// Result events.
     pub output_events: u64,
+    /// Checkpoints completed (with `--checkpoint-ms`).
+    pub checkpoints: u64,
+    /// The longest checkpoint, request to manifest, in ms.
+    pub checkpoint_max_ms: u64,
+    /// The largest checkpoint's size.
+    pub checkpoint_max_bytes: u64,
 }
 
 fn measure(run: impl FnOnce() -> anyhow::Result<u64>) -> anyhow::Result<Measured> {
     let start = process_cpu_time();
+    let wall = std::time::Instant::now();
     let output_events = run()?;
     Ok(Measured {
         cpu_seconds: (process_cpu_time() - start).as_secs_f64(),
+        wall_seconds: wall.elapsed().as_secs_f64(),
         output_events,
+        ..Measured::default()
     })
 }
 
@@ -64,7 +78,17 @@ pub fn weir(
     events: u64,
     batch: usize,
     parallelism: usize,
+    checkpoint_every: Option<std::time::Duration>,
 ) -> anyhow::Result<Measured> {
+    let checkpoint_dir = tempfile_dir()?;
+    let checkpointing = checkpoint_every.map(|interval| Checkpointing {
+        store: CheckpointStore::new(checkpoint_dir.clone()),
+        interval,
+        retain: usize::MAX,
+        state_backend: "memory".into(),
+        stop: Arc::default(),
+        restored: None,
+    });
     let settings = PipelineSettings {
         batch_size: batch,
         ..PipelineSettings::default()
@@ -138,17 +162,36 @@ pub fn weir(
         sinks: vec![Box::new(Blackhole::default())],
         late: Some(Box::new(Blackhole::default())),
         dead_letters: None,
-        checkpointing: None,
+        checkpointing,
     };
-    measure(|| {
+    let mut checkpoints = 0;
+    let mut measured = measure(|| {
         let summary = pipeline.run(&Arc::default())?;
         anyhow::ensure!(
             summary.late_events == 0,
             "{} late events",
             summary.late_events
         );
+        checkpoints = summary.checkpoints;
         Ok(summary.events_out)
-    })
+    })?;
+    measured.checkpoints = checkpoints;
+    for (_, manifest) in CheckpointStore::new(checkpoint_dir.clone()).list()? {
+        let manifest = manifest?;
+        measured.checkpoint_max_ms = measured.checkpoint_max_ms.max(manifest.duration_ms);
+        measured.checkpoint_max_bytes = measured.checkpoint_max_bytes.max(manifest.bytes());
+    }
+    let _ = std::fs::remove_dir_all(&checkpoint_dir);
+    Ok(measured)
+}
+
+/// A fresh directory for a run's checkpoints.
+fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("weir-bench-checkpoints-{}", std::process::id()));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    Ok(dir)
 }
 
 #[derive(serde::Deserialize)]
