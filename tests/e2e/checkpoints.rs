@@ -429,3 +429,24 @@ fn sigterm_stops_with_a_savepoint_that_resumes_exactly() {
     assert!(restored.ok, "{}", restored.stderr);
     check_sequences(&visible(dir.path()), count).unwrap();
 }
+
+#[test]
+fn rocksdb_state_is_restored_after_sigkill_at_other_parallelisms() {
+    let mut random = Random::new("rocksdb restore");
+    let count = 12_000;
+    let dir = tempfile::tempdir().unwrap();
+    // A zero-byte hot tier: every state access goes through RocksDB, and
+    // every checkpoint is a RocksDB checkpoint.
+    let with_rocksdb = |parallelism| {
+        soak_pipeline(count, 4000, parallelism)
+            + "\n[state]\nbackend = \"rocksdb\"\npath = \"state\"\nhot_tier_mb = 0\n"
+    };
+    for kill in 0..4u64 {
+        write_pipeline(dir.path(), &with_rocksdb(1 + kill as usize % 3));
+        let at = Duration::from_millis(500 + random.below(300));
+        kill_after(spawn(dir.path(), kill > 0), at);
+    }
+    write_pipeline(dir.path(), &with_rocksdb(2));
+    finish(dir.path(), true);
+    check_sequences(&visible(dir.path()), count).unwrap();
+}

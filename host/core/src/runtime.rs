@@ -241,8 +241,13 @@ impl<M> Alignment<M> {
         self.blocked.iter().zip(&self.ended).all(|(b, e)| *b || *e)
     }
 
-    /// Barrier `id` on `input`; true when it is now aligned.
+    /// Barrier `id` on `input`; true when it is now aligned. A barrier
+    /// after an input's end (a task forwards its end before the barrier
+    /// the end completed) was already counted by the end.
     fn barrier(&mut self, input: usize, id: CheckpointId) -> bool {
+        if self.ended.get(input).copied().unwrap_or(true) {
+            return false;
+        }
         self.current = Some(id);
         if let Some(b) = self.blocked.get_mut(input) {
             *b = true;
@@ -1300,6 +1305,21 @@ fn describe(
 mod tests {
     use super::*;
     use crate::pipeline::LineFormat;
+
+    #[test]
+    fn alignment_holds_back_until_every_live_input_has_the_barrier() {
+        let mut a: Alignment<&str> = Alignment::new(3);
+        assert!(!a.end(2), "no checkpoint in flight");
+        assert!(!a.barrier(0, 7));
+        assert_eq!(a.hold(0, "after barrier"), None, "held back");
+        assert_eq!(a.hold(1, "before barrier"), Some("before barrier"));
+        assert!(a.barrier(1, 7), "input 2 ended, so 0 and 1 align it");
+        let (id, held) = a.release();
+        assert_eq!((id, held.len()), (7, 1));
+        // A barrier that follows an input's end is not counted twice.
+        assert!(!a.barrier(2, 8));
+        assert_eq!(a.hold(0, "free"), Some("free"));
+    }
     use crate::sink::JsonLinesSink;
     use crate::source::{JsonLinesSource, LineInput};
 
