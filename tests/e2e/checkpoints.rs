@@ -338,6 +338,14 @@ fn soak_every_key_sequence_is_complete_after_repeated_sigkill() {
     if let Err(e) = check_sequences(&visible(dir.path()), count) {
         panic!("after {kills} kills: {e}");
     }
+    // The finished run left a final checkpoint: restoring it repeats nothing.
+    let before = visible(dir.path());
+    finish(dir.path(), true);
+    assert_eq!(
+        visible(dir.path()),
+        before,
+        "a restore after the end added output"
+    );
     // Nothing half-written is visible.
     let hidden = std::fs::read_dir(dir.path().join("out"))
         .unwrap()
@@ -449,4 +457,38 @@ fn rocksdb_state_is_restored_after_sigkill_at_other_parallelisms() {
     write_pipeline(dir.path(), &with_rocksdb(2));
     finish(dir.path(), true);
     check_sequences(&visible(dir.path()), count).unwrap();
+}
+
+#[test]
+fn a_checkpoint_that_does_not_fit_the_pipeline_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    write_pipeline(dir.path(), &soak_pipeline(2000, 100_000, 1));
+    finish(dir.path(), false);
+    // Other key groups: the state cannot be split the same way.
+    let changed = soak_pipeline(2000, 100_000, 1)
+        .replace("batch_size = 100", "batch_size = 100\nmax_parallelism = 64");
+    write_pipeline(dir.path(), &changed);
+    let out = ran(weir()
+        .args(["run", "--quiet", "--restore", "latest"])
+        .arg(dir.path().join("pipeline.toml"))
+        .output()
+        .unwrap());
+    assert!(!out.ok);
+    assert!(
+        out.stderr.contains("cannot restore checkpoint")
+            && out.stderr.contains("64 (max_parallelism is fixed"),
+        "{}",
+        out.stderr
+    );
+    // A checkpoint number that does not exist.
+    let out = ran(weir()
+        .args(["run", "--quiet", "--restore", "999"])
+        .arg(dir.path().join("pipeline.toml"))
+        .output()
+        .unwrap());
+    assert!(
+        !out.ok && out.stderr.contains("no checkpoint 999"),
+        "{}",
+        out.stderr
+    );
 }

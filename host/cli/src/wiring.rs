@@ -451,7 +451,10 @@ fn stateful_tasks(
                 .sources_for(&spec.name, subtask, spec.parallelism)
                 .with_context(context)?;
             let store = if resume.manifest.is_some() {
-                let copies: Vec<PathBuf> = from.iter().map(|d| d.join("state")).collect();
+                let copies: Vec<PathBuf> = from
+                    .iter()
+                    .map(|d| d.join(weir_core::checkpoint::STATE_DIR))
+                    .collect();
                 state.restore(&spec.name, subtask, &copies, groups.clone())
             } else {
                 state.open(&spec.name, subtask)

@@ -61,8 +61,6 @@ struct KeyedSnapshot {
     written: Vec<(Vec<u8>, i64)>,
 }
 
-const TIMERS_FILE: &str = "timers.bin";
-
 impl KeyedProcessOperator {
     /// Writes the subtask's snapshot into `dir`: the store's copy under
     /// `state/`, timers and last-write times in `timers.bin`.
@@ -70,17 +68,13 @@ impl KeyedProcessOperator {
     /// # Errors
     /// The store or the file cannot be written.
     pub fn checkpoint(&mut self, dir: &Path) -> Result<(), StateError> {
-        let state = dir.join(crate::window::STATE_DIR);
-        std::fs::create_dir_all(&state)
-            .map_err(|e| StateError(format!("cannot create {}: {e}", state.display())))?;
-        self.store.checkpoint(&state)?;
-        let snapshot = KeyedSnapshot {
+        let timers = KeyedSnapshot {
             watermark: self.watermark,
             event_timers: self.event_timers.iter().cloned().collect(),
             processing_timers: self.processing_timers.iter().cloned().collect(),
             written: self.written.iter().map(|(k, t)| (k.clone(), *t)).collect(),
         };
-        crate::checkpoint::write_snapshot(&dir.join(TIMERS_FILE), &snapshot).map_err(StateError)
+        crate::checkpoint::write_subtask(dir, self.store.as_mut(), &timers)
     }
 
     /// Takes the timers, last-write times and watermark of the key groups
@@ -95,27 +89,20 @@ impl KeyedProcessOperator {
     ) -> Result<(), StateError> {
         let max = self.max_parallelism;
         let owned = |key: &[u8]| groups.contains(&key_group(key, max));
-        let mut watermark = None::<i64>;
-        for dir in from {
-            let snapshot: KeyedSnapshot =
-                crate::checkpoint::read_snapshot(&dir.join(TIMERS_FILE)).map_err(StateError)?;
-            watermark = Some(watermark.map_or(snapshot.watermark, |w| w.min(snapshot.watermark)));
-            self.event_timers
-                .extend(snapshot.event_timers.into_iter().filter(|(_, k)| owned(k)));
-            self.processing_timers.extend(
-                snapshot
-                    .processing_timers
-                    .into_iter()
-                    .filter(|(_, k)| owned(k)),
-            );
+        let snapshots: Vec<KeyedSnapshot> = crate::checkpoint::read_subtasks(from)?;
+        if let Some(w) = snapshots.iter().map(|s| s.watermark).min() {
+            self.watermark = self.watermark.max(w);
+        }
+        for snapshot in snapshots {
+            let timers = |t: Vec<(i64, Vec<u8>)>| t.into_iter().filter(|(_, k)| owned(k));
+            self.event_timers.extend(timers(snapshot.event_timers));
+            self.processing_timers
+                .extend(timers(snapshot.processing_timers));
             for (key, at) in snapshot.written {
                 if owned(&key) {
                     self.note_write(&key, at);
                 }
             }
-        }
-        if let Some(w) = watermark {
-            self.watermark = self.watermark.max(w);
         }
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! Weir's runtime logic, free of wasmtime, RocksDB and Kafka: the pipeline
 //! file, sources, sinks, batching, event time and watermarks, keys and key
-//! groups, windows, the state interface, and the threads that join them.
+//! groups, windows, the state interface, checkpoints (barriers, manifests,
+//! the coordinator), and the threads that join them.
 //!
 //! Operators are anything implementing [`operator::Operator`] (batch in,
 //! batch out) or [`window::WindowFunction`]; `weir-wasm` provides the

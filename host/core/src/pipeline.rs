@@ -612,6 +612,26 @@ mod tests {
     }
 
     #[test]
+    fn checkpoints_refuse_stdin_and_a_zero_interval() {
+        let err = PipelineFile::parse("p.toml", &format!("{MINIMAL}[checkpoint]\ndir = \"c\"\n"))
+            .unwrap_err();
+        assert!(err.to_string().contains("stdin cannot"), "{err}");
+        let file = "[[source]]\ntype = \"bids\"\n[[sink]]\ntype = \"files\"\npath = \"out\"\n";
+        let err = PipelineFile::parse(
+            "p.toml",
+            &format!("{file}[checkpoint]\ndir = \"c\"\ninterval_ms = 0\n"),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("interval_ms must be at least 1"),
+            "{err}"
+        );
+        let ok =
+            PipelineFile::parse("p.toml", &format!("{file}[checkpoint]\ndir = \"c\"\n")).unwrap();
+        assert_eq!(ok.checkpoint.unwrap().interval_ms, 10_000);
+    }
+
+    #[test]
     fn missing_sources_or_sinks_are_named() {
         let err = PipelineFile::parse("p.toml", "[[sink]]\ntype = \"stdout\"\n").unwrap_err();
         assert!(err.to_string().contains("no [[source]]"), "{err}");

@@ -104,6 +104,7 @@ pub struct OperatorLayout {
 }
 
 /// The pipeline's shape, for manifests.
+#[derive(Clone)]
 pub struct Layout {
     /// The pipeline's name.
     pub pipeline: String,
@@ -235,22 +236,11 @@ pub fn run(
         };
         let final_layout = Layout {
             operators: Vec::new(),
-            ..layout_shape(layout)
+            ..layout.clone()
         };
         complete(config, &final_layout, final_one, &mut report);
     }
     report
-}
-
-fn layout_shape(layout: &Layout) -> Layout {
-    Layout {
-        pipeline: layout.pipeline.clone(),
-        max_parallelism: layout.max_parallelism,
-        sources: layout.sources.clone(),
-        operators: layout.operators.clone(),
-        tasks: layout.tasks,
-        sinks: layout.sinks.clone(),
-    }
 }
 
 fn on_ack(

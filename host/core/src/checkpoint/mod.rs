@@ -22,9 +22,11 @@
 //!    and only then are the sinks' sealed files made visible (two-phase
 //!    commit). Older checkpoints beyond `retain` are deleted.
 //!
-//! Restoring ([`crate::checkpoint::restore`]) rewinds the sources to their
-//! recorded positions and gives each subtask the state of the key groups it
-//! owns — from one copy at the same parallelism, or several at another.
+//! Restoring rewinds the sources to their recorded positions
+//! ([`crate::source::Source::seek`]) and gives each subtask the state of the
+//! key groups it owns — from one copy at the same parallelism, or several
+//! at another ([`crate::state::StateBackend::restore`], and the operators'
+//! `restore` for their timers).
 
 pub mod coordinator;
 pub mod store;
@@ -34,6 +36,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::source::SourcePosition;
+use crate::state::{StateError, StateStore};
 
 pub use store::{CheckpointError, CheckpointStore};
 
@@ -207,21 +210,44 @@ pub fn subtask_dir(operator: &str, subtask: usize) -> String {
     format!("op-{safe}/{subtask}")
 }
 
-/// Writes `value` to `path` with postcard (timers and windows of a
-/// subtask).
+/// Inside a subtask's checkpoint directory: the state store's copy…
+pub const STATE_DIR: &str = "state";
+/// …and the operator's timers, windows and watermark (postcard).
+pub const TIMERS_FILE: &str = "timers.bin";
+
+/// Writes a subtask's snapshot into `dir`: `store`'s copy under
+/// [`STATE_DIR`], and `timers` (what the operator keeps beside the store)
+/// in [`TIMERS_FILE`].
 ///
 /// # Errors
-/// Encoding or writing failed.
-pub fn write_snapshot<T: Serialize>(path: &std::path::Path, value: &T) -> Result<(), String> {
-    let bytes = postcard::to_stdvec(value).map_err(|e| e.to_string())?;
-    std::fs::write(path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
+/// The store's copy or the file cannot be written.
+pub fn write_subtask<T: Serialize>(
+    dir: &std::path::Path,
+    store: &mut dyn StateStore,
+    timers: &T,
+) -> Result<(), StateError> {
+    let state = dir.join(STATE_DIR);
+    std::fs::create_dir_all(&state)
+        .map_err(|e| StateError(format!("cannot create {}: {e}", state.display())))?;
+    store.checkpoint(&state)?;
+    let path = dir.join(TIMERS_FILE);
+    let bytes = postcard::to_stdvec(timers).map_err(|e| StateError(e.to_string()))?;
+    std::fs::write(&path, bytes)
+        .map_err(|e| StateError(format!("cannot write {}: {e}", path.display())))
 }
 
-/// Reads what [`write_snapshot`] wrote.
+/// The [`TIMERS_FILE`]s of the subtask snapshots in `from`.
 ///
 /// # Errors
-/// The file is missing or does not decode.
-pub fn read_snapshot<T: for<'de> Deserialize<'de>>(path: &std::path::Path) -> Result<T, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    postcard::from_bytes(&bytes).map_err(|e| format!("{} does not decode: {e}", path.display()))
+/// A file is missing or does not decode.
+pub fn read_subtasks<T: for<'de> Deserialize<'de>>(from: &[PathBuf]) -> Result<Vec<T>, StateError> {
+    from.iter()
+        .map(|dir| {
+            let path = dir.join(TIMERS_FILE);
+            let bytes = std::fs::read(&path)
+                .map_err(|e| StateError(format!("cannot read {}: {e}", path.display())))?;
+            postcard::from_bytes(&bytes)
+                .map_err(|e| StateError(format!("{} does not decode: {e}", path.display())))
+        })
+        .collect()
 }

@@ -514,6 +514,45 @@ mod tests {
     }
 
     #[test]
+    fn generators_resume_where_their_position_says() {
+        let sources: [fn() -> Box<dyn Source>; 4] = [
+            || Box::new(BidGenerator::new(9, Some(300))),
+            || {
+                Box::new(ClickGenerator::new(ClickSpec {
+                    count: Some(300),
+                    seed: 5,
+                    base_time_ms: 0,
+                    interval_ms: 10,
+                    disorder_ms: 100,
+                    users: 7,
+                }))
+            },
+            || Box::new(NexmarkSource::new(Some(300), 0, false)),
+            || Box::new(SequenceGenerator::new(Some(300), 4, 0, 10)),
+        ];
+        for make in sources {
+            let mut straight = make();
+            let _ = rows(straight.as_mut(), 100);
+            let position = straight.position().unwrap();
+            let expected = rows(straight.as_mut(), 200);
+            let mut resumed = make();
+            resumed.seek(&position).unwrap();
+            assert_eq!(rows(resumed.as_mut(), 200), expected, "{}", resumed.name());
+            let past = SourcePosition::Generated {
+                events: 301,
+                rng: 0,
+            };
+            assert!(
+                make()
+                    .seek(&past)
+                    .unwrap_err()
+                    .to_string()
+                    .contains("past this generator's count")
+            );
+        }
+    }
+
+    #[test]
     fn clicks_arrive_within_their_disorder() {
         let spec = ClickSpec {
             count: Some(500),

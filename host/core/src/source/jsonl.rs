@@ -371,6 +371,41 @@ mod tests {
     }
 
     #[test]
+    fn a_file_resumes_at_its_position_and_a_shrunken_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.jsonl");
+        std::fs::write(&path, "1\n\n2\n3\n4\n").unwrap();
+        let mut first = JsonLinesSource::file(path.clone(), JsonFields::default(), None).unwrap();
+        assert_eq!(values(&first.next_batch(2).unwrap().unwrap()), ["1", "2"]);
+        let position = first.position().unwrap();
+        assert_eq!(position, SourcePosition::File { offset: 5, line: 3 });
+
+        let mut resumed = JsonLinesSource::file(path.clone(), JsonFields::default(), None).unwrap();
+        resumed.seek(&position).unwrap();
+        let rest = resumed.next_batch(10).unwrap().unwrap();
+        assert_eq!(values(&rest), ["3", "4"]);
+        assert_eq!(rest.origin.positions, Positions::Lines(vec![4, 5]));
+
+        std::fs::write(&path, "1\n").unwrap();
+        let mut shrunk = JsonLinesSource::file(path, JsonFields::default(), None).unwrap();
+        let err = shrunk.seek(&position).unwrap_err().to_string();
+        assert!(
+            err.contains("resumes at byte 5, but the file has only 2 bytes"),
+            "{err}"
+        );
+        // stdin has no position and cannot seek.
+        let mut stdin = source("1\n", JsonFields::default());
+        assert_eq!(stdin.position(), None);
+        assert!(
+            stdin
+                .seek(&position)
+                .unwrap_err()
+                .to_string()
+                .contains("only a file source can be rewound")
+        );
+    }
+
+    #[test]
     fn batches_fill_up_and_carry_line_numbers() {
         let mut s = source("{\"a\":1}\n\n{\"a\":2}\r\n{\"a\":3}", JsonFields::default());
         let first = s.next_batch(2).unwrap().unwrap();

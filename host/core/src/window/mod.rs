@@ -9,7 +9,6 @@
 
 mod operator;
 
-pub(crate) use operator::STATE_DIR;
 pub use operator::{WindowError, WindowOperator, WindowOutput};
 
 use serde::Deserialize;

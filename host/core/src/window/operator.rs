@@ -21,6 +21,7 @@ use weir_batch::window::{FiredWriter, Slots, SlotsWriter};
 use weir_batch::{Batch, BatchWriter, EventRef, FormatError};
 
 use super::{FunctionKind, Window, WindowFunction, WindowSpec};
+use crate::checkpoint;
 use crate::keys::key_group;
 use crate::operator::{FailureKind, OperatorFailure};
 use crate::state::{StateError, StateStore};
@@ -83,11 +84,6 @@ struct WindowSnapshot {
     sessions: Vec<(Key, Vec<Window>)>,
 }
 
-/// The file of a [`WindowSnapshot`] in a subtask's checkpoint directory.
-const TIMERS_FILE: &str = "timers.bin";
-/// The store's copy in a subtask's checkpoint directory.
-pub(crate) const STATE_DIR: &str = "state";
-
 /// Where one batch's outputs go.
 pub struct WindowOutput<'a> {
     /// Window results, in the batch format.
@@ -135,11 +131,7 @@ impl WindowOperator {
     /// # Errors
     /// The store or the file cannot be written.
     pub fn checkpoint(&mut self, dir: &Path) -> Result<(), StateError> {
-        let state = dir.join(STATE_DIR);
-        std::fs::create_dir_all(&state)
-            .map_err(|e| StateError(format!("cannot create {}: {e}", state.display())))?;
-        self.store.checkpoint(&state)?;
-        let snapshot = WindowSnapshot {
+        let timers = WindowSnapshot {
             watermark: self.watermark,
             timers: self.timers.iter().cloned().collect(),
             sessions: self
@@ -148,7 +140,7 @@ impl WindowOperator {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
         };
-        crate::checkpoint::write_snapshot(&dir.join(TIMERS_FILE), &snapshot).map_err(StateError)
+        checkpoint::write_subtask(dir, self.store.as_mut(), &timers)
     }
 
     /// Takes the timers, sessions and watermark of the key groups `groups`
@@ -162,24 +154,17 @@ impl WindowOperator {
         from: &[PathBuf],
         groups: &RangeInclusive<u16>,
     ) -> Result<(), StateError> {
-        let owned = |key: &Key| {
-            groups.contains(
-                &key.as_deref()
-                    .map_or(0, |k| key_group(k, self.max_parallelism)),
-            )
-        };
-        let mut watermark = None::<i64>;
-        for dir in from {
-            let snapshot: WindowSnapshot =
-                crate::checkpoint::read_snapshot(&dir.join(TIMERS_FILE)).map_err(StateError)?;
-            watermark = Some(watermark.map_or(snapshot.watermark, |w| w.min(snapshot.watermark)));
+        let max = self.max_parallelism;
+        let owned = |key: &Key| groups.contains(&key.as_deref().map_or(0, |k| key_group(k, max)));
+        let snapshots: Vec<WindowSnapshot> = checkpoint::read_subtasks(from)?;
+        if let Some(w) = snapshots.iter().map(|s| s.watermark).min() {
+            self.watermark = self.watermark.max(w);
+        }
+        for snapshot in snapshots {
             self.timers
                 .extend(snapshot.timers.into_iter().filter(|t| owned(&t.key)));
             self.sessions
                 .extend(snapshot.sessions.into_iter().filter(|(k, _)| owned(k)));
-        }
-        if let Some(w) = watermark {
-            self.watermark = self.watermark.max(w);
         }
         Ok(())
     }
