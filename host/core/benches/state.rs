@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use weir_core::state::{ColdStore, HotTier, StateError, StateStore};
+use weir_core::state::{ColdStore, Deferred, HotTier, StateError, StateStore};
 
 /// A cold tier that is never reached: the budget holds every key, as on
 /// the hot path.
@@ -24,7 +24,10 @@ impl ColdStore for Unreached {
     fn write(&mut self, _: &[(&[u8], Option<&[u8]>)]) -> Result<(), StateError> {
         Ok(())
     }
-    fn checkpoint(&mut self, _: &std::path::Path) -> Result<(), StateError> {
+    fn checkpoint(&mut self, _: &std::path::Path) -> Result<Deferred, StateError> {
+        Ok(weir_core::state::done())
+    }
+    fn scan_keys(&self, _: &mut dyn FnMut(&[u8])) -> Result<(), StateError> {
         Ok(())
     }
 }

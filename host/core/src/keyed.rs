@@ -20,7 +20,7 @@ use weir_batch::{Batch, FormatError};
 
 use crate::keys::key_group;
 use crate::operator::{FailureKind, OperatorFailure};
-use crate::state::{StateError, StateStore};
+use crate::state::{Deferred, StateError, StateStore};
 use crate::time::BEFORE_TIME;
 use crate::window::WindowError;
 
@@ -52,8 +52,9 @@ pub struct KeyedProcessOperator {
     state_key: Vec<u8>,
 }
 
-/// What a checkpoint holds of a keyed subtask besides its store.
-#[derive(Serialize, Deserialize)]
+/// What a checkpoint holds of a keyed subtask besides its store, as
+/// restored…
+#[derive(Deserialize)]
 struct KeyedSnapshot {
     watermark: i64,
     event_timers: Vec<(i64, Vec<u8>)>,
@@ -61,20 +62,31 @@ struct KeyedSnapshot {
     written: Vec<(Vec<u8>, i64)>,
 }
 
+/// …and as written, borrowed from the operator (the same encoding: sets
+/// and maps are sequences in postcard).
+#[derive(Serialize)]
+struct KeyedSnapshotRef<'a> {
+    watermark: i64,
+    event_timers: &'a BTreeSet<(i64, Vec<u8>)>,
+    processing_timers: &'a BTreeSet<(i64, Vec<u8>)>,
+    written: &'a HashMap<Vec<u8>, i64>,
+}
+
 impl KeyedProcessOperator {
-    /// Writes the subtask's snapshot into `dir`: the store's copy under
-    /// `state/`, timers and last-write times in `timers.bin`.
+    /// Takes the subtask's snapshot for `dir`: the store's copy under
+    /// `state/`, timers and last-write times in `timers.bin`. Returns the
+    /// writing left to do off the stream.
     ///
     /// # Errors
-    /// The store or the file cannot be written.
-    pub fn checkpoint(&mut self, dir: &Path) -> Result<(), StateError> {
-        let timers = KeyedSnapshot {
+    /// The store cannot take its copy.
+    pub fn checkpoint(&mut self, dir: &Path) -> Result<Deferred, StateError> {
+        let timers = KeyedSnapshotRef {
             watermark: self.watermark,
-            event_timers: self.event_timers.iter().cloned().collect(),
-            processing_timers: self.processing_timers.iter().cloned().collect(),
-            written: self.written.iter().map(|(k, t)| (k.clone(), *t)).collect(),
+            event_timers: &self.event_timers,
+            processing_timers: &self.processing_timers,
+            written: &self.written,
         };
-        crate::checkpoint::write_subtask(dir, self.store.as_mut(), &timers)
+        crate::checkpoint::snapshot_subtask(dir, self.store.as_mut(), &timers)
     }
 
     /// Takes the timers, last-write times and watermark of the key groups

@@ -45,6 +45,7 @@ use crate::operator::{FailureKind, Operator, OperatorFailure};
 use crate::pipeline::PipelineSettings;
 use crate::sink::{Sink, SinkError, SinkSummary};
 use crate::source::{HEARTBEAT, Origin, Positions, Source, SourceBatch, SourceError};
+use crate::state::{Deferred, StateError};
 use crate::time::{BoundedOutOfOrderness, END_OF_TIME, WatermarkSpec, WatermarkTracker};
 use crate::window::{WindowError, WindowOperator, WindowOutput};
 
@@ -1047,38 +1048,52 @@ impl Task {
         }
     }
 
-    /// Writes this subtask's part of checkpoint `id` and reports it. A
-    /// failure fails the checkpoint, not the pipeline.
+    /// Takes this subtask's part of checkpoint `id` (a consistent copy,
+    /// before the next event), then writes it on a thread of its own while
+    /// the stream moves on; that thread reports it. A failure fails the
+    /// checkpoint, not the pipeline.
     fn snapshot(&mut self, id: CheckpointId, checkpoint: Option<&TaskCheckpoint>) {
         let Some(cp) = checkpoint else { return };
-        let ack = match self.write_snapshot(&cp.store.path_of(id), cp.subtask) {
-            Ok(()) => Ack::Task { id },
-            Err(e) => Ack::Failed {
-                id,
-                reason: format!(
-                    "operator `{}` subtask {}: {e}",
-                    self.stateful_name().unwrap_or("chain"),
-                    cp.subtask
-                ),
-            },
+        let name = self.stateful_name().unwrap_or("chain").to_owned();
+        let subtask = cp.subtask;
+        let failed = move |e: &dyn std::fmt::Display| Ack::Failed {
+            id,
+            reason: format!("operator `{name}` subtask {subtask}: {e}"),
         };
-        let _ = cp.acks.send(ack);
+        let write = match self.take_snapshot(&cp.store.path_of(id), cp.subtask) {
+            Ok(write) => write,
+            Err(e) => {
+                let _ = cp.acks.send(failed(&e));
+                return;
+            }
+        };
+        let acks = cp.acks.clone();
+        let writer = std::thread::Builder::new()
+            .name(format!("weir-snapshot-{id}"))
+            .spawn(move || {
+                let ack = match write() {
+                    Ok(()) => Ack::Task { id },
+                    Err(e) => failed(&e),
+                };
+                let _ = acks.send(ack);
+            });
+        if let Err(e) = writer {
+            let _ = cp.acks.send(Ack::Failed {
+                id,
+                reason: format!("cannot start a snapshot writer: {e}"),
+            });
+        }
     }
 
-    fn write_snapshot(
-        &mut self,
-        root: &Path,
-        subtask: usize,
-    ) -> Result<(), crate::state::StateError> {
+    fn take_snapshot(&mut self, root: &Path, subtask: usize) -> Result<Deferred, StateError> {
         let Some(name) = self.stateful_name() else {
-            return Ok(());
+            return Ok(crate::state::done());
         };
         let dir = root.join(subtask_dir(name, subtask));
-        std::fs::create_dir_all(&dir).map_err(|e| {
-            crate::state::StateError(format!("cannot create {}: {e}", dir.display()))
-        })?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| StateError(format!("cannot create {}: {e}", dir.display())))?;
         match self {
-            Task::Chain(_) => Ok(()),
+            Task::Chain(_) => Ok(crate::state::done()),
             Task::Window(w) => w.checkpoint(&dir),
             Task::Keyed(k) => k.checkpoint(&dir),
         }

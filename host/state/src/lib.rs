@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 use rocksdb::checkpoint::Checkpoint;
 use rocksdb::{DB, Direction, IteratorMode, Options, WriteBatch};
 
-use weir_core::state::{ColdStore, HotTier, StateBackend, StateError, StateStore};
+use weir_core::state::{ColdStore, Deferred, HotTier, StateBackend, StateError, StateStore, done};
 
 /// The directory inside a checkpoint copy that holds the RocksDB checkpoint.
 const CHECKPOINT_DIR: &str = "rocksdb";
@@ -201,11 +201,23 @@ impl ColdStore for RocksCold {
             .map_err(|e| error(&format!("cannot write {}", self.dir.display()), e))
     }
 
-    fn checkpoint(&mut self, dir: &Path) -> Result<(), StateError> {
+    /// RocksDB flushes its memtable and links the SST files into `dir`
+    /// before this returns: nothing is left to write later.
+    fn checkpoint(&mut self, dir: &Path) -> Result<Deferred, StateError> {
         let target = dir.join(CHECKPOINT_DIR);
         Checkpoint::new(&self.db)
             .and_then(|c| c.create_checkpoint(&target))
-            .map_err(|e| error(&format!("cannot checkpoint {}", self.dir.display()), e))
+            .map_err(|e| error(&format!("cannot checkpoint {}", self.dir.display()), e))?;
+        Ok(done())
+    }
+
+    fn scan_keys(&self, each: &mut dyn FnMut(&[u8])) -> Result<(), StateError> {
+        for item in self.db.iterator(IteratorMode::Start) {
+            let (key, _) =
+                item.map_err(|e| error(&format!("cannot read {}", self.dir.display()), e))?;
+            each(&key);
+        }
+        Ok(())
     }
 }
 
@@ -287,7 +299,7 @@ mod tests {
             }
             let copy = checkpoints.path().join(subtask.to_string());
             std::fs::create_dir_all(&copy).unwrap();
-            store.checkpoint(&copy).unwrap();
+            store.checkpoint(&copy).unwrap()().unwrap();
             // Written after the checkpoint: not in the copy.
             store.put(&key(0, 2), b"later").unwrap();
             copies.push(copy);

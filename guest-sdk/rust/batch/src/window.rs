@@ -327,6 +327,11 @@ impl FiredWriter {
         self.count == 0
     }
 
+    /// Bytes written so far.
+    pub fn byte_len(&self) -> usize {
+        self.buf.len()
+    }
+
     /// The finished buffer.
     pub fn finish(mut self) -> Vec<u8> {
         self.buf[..4].copy_from_slice(&self.count.to_le_bytes());

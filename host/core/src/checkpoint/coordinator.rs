@@ -327,17 +327,13 @@ fn complete(config: &Checkpointing, layout: &Layout, p: Pending, report: &mut Re
         sinks,
         files: Vec::new(),
     };
-    let manifest = Manifest {
-        duration_ms: u64::try_from(p.started.elapsed().as_millis()).unwrap_or(u64::MAX),
-        ..manifest
-    };
     if p.kind == CheckpointKind::Final
         && let Err(e) = config.store.begin(p.id)
     {
         report.failures.push(format!("checkpoint {}: {e}", p.id));
         return;
     }
-    let manifest = match config.store.complete(manifest) {
+    let manifest = match config.store.complete(manifest, p.started) {
         Ok(m) => m,
         Err(e) => {
             tracing::warn!(checkpoint = p.id, "checkpoint failed: {e}");

@@ -36,7 +36,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::source::SourcePosition;
-use crate::state::{StateError, StateStore};
+use crate::state::{Deferred, StateError, StateStore};
 
 pub use store::{CheckpointError, CheckpointStore};
 
@@ -215,25 +215,38 @@ pub const STATE_DIR: &str = "state";
 /// …and the operator's timers, windows and watermark (postcard).
 pub const TIMERS_FILE: &str = "timers.bin";
 
-/// Writes a subtask's snapshot into `dir`: `store`'s copy under
+/// Takes a subtask's snapshot for `dir`: `store`'s copy under
 /// [`STATE_DIR`], and `timers` (what the operator keeps beside the store)
-/// in [`TIMERS_FILE`].
+/// encoded now. Returns the writing that is left: the store's deferred
+/// part, then [`TIMERS_FILE`], each synced to disk.
 ///
 /// # Errors
-/// The store's copy or the file cannot be written.
-pub fn write_subtask<T: Serialize>(
+/// The directory cannot be created or the store cannot take its copy.
+pub fn snapshot_subtask<T: Serialize>(
     dir: &std::path::Path,
     store: &mut dyn StateStore,
     timers: &T,
-) -> Result<(), StateError> {
+) -> Result<Deferred, StateError> {
     let state = dir.join(STATE_DIR);
     std::fs::create_dir_all(&state)
         .map_err(|e| StateError(format!("cannot create {}: {e}", state.display())))?;
-    store.checkpoint(&state)?;
-    let path = dir.join(TIMERS_FILE);
+    let store_part = store.checkpoint(&state)?;
     let bytes = postcard::to_stdvec(timers).map_err(|e| StateError(e.to_string()))?;
-    std::fs::write(&path, bytes)
-        .map_err(|e| StateError(format!("cannot write {}: {e}", path.display())))
+    let path = dir.join(TIMERS_FILE);
+    let mut dirs = vec![state, dir.to_path_buf()];
+    dirs.extend(dir.parent().map(std::path::Path::to_path_buf));
+    Ok(Box::new(move || {
+        store_part()?;
+        crate::state::write_synced(&path, &bytes)?;
+        // The new directory entries too, or a crash could keep the
+        // manifest and lose the files it lists.
+        for dir in &dirs {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| StateError(format!("cannot sync {}: {e}", dir.display())))?;
+        }
+        Ok(())
+    }))
 }
 
 /// The [`TIMERS_FILE`]s of the subtask snapshots in `from`.

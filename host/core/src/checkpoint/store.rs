@@ -7,8 +7,11 @@
 //! manifest or files do not match is damaged. Both are skipped, with the
 //! reason, when looking for the latest checkpoint.
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
 use super::{CheckpointId, CheckpointKind, FileRecord, Manifest};
 
@@ -69,12 +72,24 @@ pub type Listed = (CheckpointId, Result<Manifest, CheckpointError>);
 #[derive(Debug, Clone)]
 pub struct CheckpointStore {
     dir: PathBuf,
+    /// Checksums of immutable files already listed (RocksDB's SST files
+    /// and the memory store's entry files, hard-linked from one checkpoint
+    /// into the next), by file identity: each is read once, not once per
+    /// checkpoint.
+    known: Arc<Mutex<HashMap<FileIdentity, u32>>>,
 }
+
+/// A file as the file system knows it: device, inode, size and
+/// modification time. A hard link has the same identity as its original.
+type FileIdentity = (u64, u64, u64, i64, i64);
 
 impl CheckpointStore {
     /// Checkpoints under `dir` (created when the first one is taken).
     pub fn new(dir: PathBuf) -> Self {
-        CheckpointStore { dir }
+        CheckpointStore {
+            dir,
+            known: Arc::default(),
+        }
     }
 
     /// The directory.
@@ -127,17 +142,31 @@ impl CheckpointStore {
     }
 
     /// Completes checkpoint `manifest.id`: lists and checksums its files
-    /// into the manifest, then writes the manifest atomically (a temporary
-    /// file, synced, renamed). Returns the manifest as written.
+    /// into the manifest (an immutable file already listed by an earlier
+    /// checkpoint is not read again), then writes the manifest atomically
+    /// (a temporary file, synced, renamed). The manifest's duration runs
+    /// from `started` to the checksums done. Returns the manifest as
+    /// written.
     ///
     /// # Errors
     /// A file cannot be read or the manifest cannot be written.
-    pub fn complete(&self, mut manifest: Manifest) -> Result<Manifest, CheckpointError> {
+    pub fn complete(
+        &self,
+        mut manifest: Manifest,
+        started: Instant,
+    ) -> Result<Manifest, CheckpointError> {
         let root = self.path_of(manifest.id);
         std::fs::create_dir_all(&root).map_err(io(&root))?;
         manifest.files.clear();
-        collect_files(&root, &root, &mut manifest.files)?;
+        {
+            let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut seen = HashMap::new();
+            collect_files(&root, &root, &mut manifest.files, &known, &mut seen)?;
+            // Forget files no longer in any checkpoint being written.
+            *known = seen;
+        }
         manifest.files.sort_by(|a, b| a.path.cmp(&b.path));
+        manifest.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let body = serde_json::to_vec_pretty(&manifest).map_err(|e| CheckpointError::Damaged {
             id: manifest.id,
             path: root.join(MANIFEST),
@@ -296,12 +325,14 @@ fn collect_files(
     root: &Path,
     dir: &Path,
     files: &mut Vec<FileRecord>,
+    known: &HashMap<FileIdentity, u32>,
+    seen: &mut HashMap<FileIdentity, u32>,
 ) -> Result<(), CheckpointError> {
     for entry in std::fs::read_dir(dir).map_err(io(dir))? {
         let entry = entry.map_err(io(dir))?;
         let path = entry.path();
         if entry.file_type().map_err(io(&path))?.is_dir() {
-            collect_files(root, &path, files)?;
+            collect_files(root, &path, files, known, seen)?;
             continue;
         }
         let relative = path
@@ -314,7 +345,21 @@ fn collect_files(
         if relative == MANIFEST || relative.ends_with(".tmp") {
             continue;
         }
-        let (bytes, crc32) = checksum(&path).map_err(io(&path))?;
+        // RocksDB's SST files and the memory store's entry files are
+        // never changed once written.
+        let immutable = path.extension().is_some_and(|e| e == "sst" || e == "kv");
+        let identity = if immutable {
+            identity(&path).map_err(io(&path))?
+        } else {
+            None
+        };
+        let (bytes, crc32) = match identity.and_then(|id| Some((id, *known.get(&id)?))) {
+            Some((id, crc32)) => (id.2, crc32),
+            None => checksum(&path).map_err(io(&path))?,
+        };
+        if let Some(id) = identity {
+            seen.insert(id, crc32);
+        }
         files.push(FileRecord {
             path: relative,
             bytes,
@@ -322,6 +367,27 @@ fn collect_files(
         });
     }
     Ok(())
+}
+
+/// Linking does not change a file's modification time (it changes its
+/// change time), so a linked SST keeps its identity.
+#[cfg(unix)]
+fn identity(path: &Path) -> std::io::Result<Option<FileIdentity>> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path)?;
+    Ok(Some((
+        m.dev(),
+        m.ino(),
+        m.size(),
+        m.mtime(),
+        m.mtime_nsec(),
+    )))
+}
+
+/// Without inodes every file is read again.
+#[cfg(not(unix))]
+fn identity(_path: &Path) -> std::io::Result<Option<FileIdentity>> {
+    Ok(None)
 }
 
 fn checksum(path: &Path) -> std::io::Result<(u64, u32)> {
@@ -385,7 +451,7 @@ mod tests {
         let dir = store.begin(id).unwrap();
         std::fs::create_dir_all(dir.join("op-w/0")).unwrap();
         std::fs::write(dir.join("op-w/0/entries.bin"), format!("state of {id}")).unwrap();
-        store.complete(manifest(id, kind)).unwrap()
+        store.complete(manifest(id, kind), Instant::now()).unwrap()
     }
 
     #[test]

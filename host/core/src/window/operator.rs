@@ -24,7 +24,7 @@ use super::{FunctionKind, Window, WindowFunction, WindowSpec};
 use crate::checkpoint;
 use crate::keys::key_group;
 use crate::operator::{FailureKind, OperatorFailure};
-use crate::state::{StateError, StateStore};
+use crate::state::{Deferred, StateError, StateStore};
 use crate::time::BEFORE_TIME;
 
 /// Why the window operator stopped.
@@ -50,6 +50,12 @@ enum TimerKind {
     Cleanup,
 }
 
+/// Windows handed to the guest's `fire` in one call, at most…
+const FIRE_CHUNK_WINDOWS: usize = 4096;
+/// …and bytes of window state per call, about (a whole window can exceed
+/// it on its own).
+const FIRE_CHUNK_BYTES: usize = 4 << 20;
+
 /// Timers sort by time, then kind, key and window: the firing order.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 struct Timer {
@@ -72,16 +78,21 @@ pub struct WindowOperator {
     timers: BTreeSet<Timer>,
     /// Session windows per key (session specs only).
     sessions: HashMap<Key, Vec<Window>>,
+    /// The key groups this subtask owns (all until [`Self::restore`]).
+    key_groups: RangeInclusive<u16>,
     state_key: Vec<u8>,
 }
 
-/// What a checkpoint holds of a window subtask besides its store: the
-/// timers (one per open window) and session sets.
+/// What a checkpoint holds of a window subtask besides its store: its
+/// watermark and key groups. Timers and session sets are not stored: every
+/// window with state has a cleanup timer, and a fire timer while its end
+/// is ahead of the watermark, so a restore rebuilds them from the store's
+/// keys (which hold key and window) and the watermark of the subtask that
+/// wrote them.
 #[derive(Serialize, Deserialize)]
 struct WindowSnapshot {
     watermark: i64,
-    timers: Vec<Timer>,
-    sessions: Vec<(Key, Vec<Window>)>,
+    key_groups: (u16, u16),
 }
 
 /// Where one batch's outputs go.
@@ -111,6 +122,7 @@ impl WindowOperator {
             watermark: BEFORE_TIME,
             timers: BTreeSet::new(),
             sessions: HashMap::default(),
+            key_groups: 0..=max_parallelism.saturating_sub(1),
             state_key: Vec::with_capacity(64),
         }
     }
@@ -125,46 +137,74 @@ impl WindowOperator {
         self.watermark
     }
 
-    /// Writes the subtask's snapshot into `dir`: the store's copy under
-    /// `state/`, timers and sessions in `timers.bin`.
+    /// Takes the subtask's snapshot for `dir`: the store's copy under
+    /// `state/`, the watermark in `timers.bin`. Returns the writing left to
+    /// do off the stream.
     ///
     /// # Errors
-    /// The store or the file cannot be written.
-    pub fn checkpoint(&mut self, dir: &Path) -> Result<(), StateError> {
-        let timers = WindowSnapshot {
+    /// The store cannot take its copy.
+    pub fn checkpoint(&mut self, dir: &Path) -> Result<Deferred, StateError> {
+        let snapshot = WindowSnapshot {
             watermark: self.watermark,
-            timers: self.timers.iter().cloned().collect(),
-            sessions: self
-                .sessions
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            key_groups: (*self.key_groups.start(), *self.key_groups.end()),
         };
-        checkpoint::write_subtask(dir, self.store.as_mut(), &timers)
+        checkpoint::snapshot_subtask(dir, self.store.as_mut(), &snapshot)
     }
 
-    /// Takes the timers, sessions and watermark of the key groups `groups`
-    /// from the subtask snapshots in `from` (the store is restored by its
-    /// backend).
+    /// Makes this the subtask owning key groups `groups`, restored from
+    /// the subtask snapshots in `from` (none: a fresh start). The store
+    /// was restored by its backend; this rebuilds the timers and session
+    /// sets of the windows in it, each against the watermark of the
+    /// subtask that held it, and takes the lowest of those watermarks.
     ///
     /// # Errors
-    /// A snapshot is missing or does not decode.
+    /// A snapshot is missing or does not decode, or the store cannot be
+    /// read.
     pub fn restore(
         &mut self,
         from: &[PathBuf],
         groups: &RangeInclusive<u16>,
     ) -> Result<(), StateError> {
-        let max = self.max_parallelism;
-        let owned = |key: &Key| groups.contains(&key.as_deref().map_or(0, |k| key_group(k, max)));
+        self.key_groups = groups.clone();
         let snapshots: Vec<WindowSnapshot> = checkpoint::read_subtasks(from)?;
-        if let Some(w) = snapshots.iter().map(|s| s.watermark).min() {
-            self.watermark = self.watermark.max(w);
-        }
-        for snapshot in snapshots {
-            self.timers
-                .extend(snapshot.timers.into_iter().filter(|t| owned(&t.key)));
-            self.sessions
-                .extend(snapshot.sessions.into_iter().filter(|(k, _)| owned(k)));
+        let Some(lowest) = snapshots.iter().map(|s| s.watermark).min() else {
+            return Ok(());
+        };
+        self.watermark = self.watermark.max(lowest);
+        let watermark_of = |group: u16| {
+            snapshots
+                .iter()
+                .find(|s| (s.key_groups.0..=s.key_groups.1).contains(&group))
+                .map_or(lowest, |s| s.watermark)
+        };
+        let mut windows = Vec::new();
+        self.store.scan_keys(&mut |state_key| {
+            if let Some(decoded) = decode_state_key(state_key) {
+                windows.push(decoded);
+            }
+        })?;
+        let sessions = matches!(self.spec, WindowSpec::Session { .. });
+        for (group, key, window) in windows {
+            if !groups.contains(&group) {
+                continue;
+            }
+            if window.max_timestamp() > watermark_of(group) {
+                self.timers.insert(Timer {
+                    time: window.max_timestamp(),
+                    kind: TimerKind::Fire,
+                    key: key.clone(),
+                    window,
+                });
+            }
+            if sessions {
+                self.sessions.entry(key.clone()).or_default().push(window);
+            }
+            self.timers.insert(Timer {
+                time: window.max_timestamp().saturating_add(self.lateness),
+                kind: TimerKind::Cleanup,
+                key,
+                window,
+            });
         }
         Ok(())
     }
@@ -362,10 +402,12 @@ impl WindowOperator {
         Ok(results)
     }
 
+    /// Fires `windows` in calls of at most [`FIRE_CHUNK_WINDOWS`] windows
+    /// or about [`FIRE_CHUNK_BYTES`], so a watermark that closes millions
+    /// of windows at once (the end of input) stays within the guest's
+    /// memory. One output batch per call.
     fn fire(&mut self, windows: &[(Key, Window)]) -> Result<Vec<Vec<u8>>, WindowError> {
-        if windows.is_empty() {
-            return Ok(Vec::new());
-        }
+        let mut outputs = Vec::new();
         let mut fired = FiredWriter::new();
         for (key, window) in windows {
             self.fill_state_key(key.as_deref(), window);
@@ -379,10 +421,21 @@ impl WindowOperator {
                     fired.push(window.start, window.end, key.as_deref(), &sorted);
                 }
             }
+            if fired.len() >= FIRE_CHUNK_WINDOWS || fired.byte_len() >= FIRE_CHUNK_BYTES {
+                let full = std::mem::take(&mut fired);
+                outputs.push(self.fire_chunk(full)?);
+            }
         }
+        if !fired.is_empty() {
+            outputs.push(self.fire_chunk(fired)?);
+        }
+        Ok(outputs)
+    }
+
+    fn fire_chunk(&mut self, fired: FiredWriter) -> Result<Vec<u8>, WindowError> {
         let output = self.function.fire(&fired.finish())?;
         Batch::new(&output).map_err(|e| bad_output(e.to_string()))?;
-        Ok(vec![output])
+        Ok(output)
     }
 
     /// Session windows: merges each event's `[ts, ts + gap)` into its key's
@@ -543,12 +596,14 @@ impl WindowOperator {
         }
     }
 
+    /// State keys: key group, window end and start (sign-flipped
+    /// big-endian, so they sort in time order), then the key; see
+    /// [`decode_state_key`].
     fn fill_state_key(&mut self, key: Option<&[u8]>, window: &Window) {
         let k = &mut self.state_key;
         k.clear();
         let group = key.map_or(0, |key| key_group(key, self.max_parallelism));
         k.extend_from_slice(&group.to_be_bytes());
-        // Sign-flipped big-endian times sort in time order.
         k.extend_from_slice(&((window.end as u64) ^ (1 << 63)).to_be_bytes());
         k.extend_from_slice(&((window.start as u64) ^ (1 << 63)).to_be_bytes());
         match key {
@@ -559,6 +614,22 @@ impl WindowOperator {
             None => k.push(0),
         }
     }
+}
+
+/// The key group, key and window of a state key that
+/// [`WindowOperator::fill_state_key`] built.
+fn decode_state_key(state_key: &[u8]) -> Option<(u16, Key, Window)> {
+    let time = |at: usize| -> Option<i64> {
+        let bytes: [u8; 8] = state_key.get(at..at + 8)?.try_into().ok()?;
+        Some((u64::from_be_bytes(bytes) ^ (1 << 63)) as i64)
+    };
+    let group = u16::from_be_bytes(state_key.get(..2)?.try_into().ok()?);
+    let (end, start) = (time(2)?, time(10)?);
+    let key = match state_key.get(18)? {
+        0 => None,
+        _ => Some(state_key.get(19..)?.to_vec()),
+    };
+    Some((group, key, Window::new(start, end)))
 }
 
 fn append_events(existing: Option<&[u8]>, mut more: BatchWriter) -> Vec<u8> {

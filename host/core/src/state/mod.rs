@@ -6,13 +6,16 @@
 //! by key group when restoring at another parallelism. [`HotTier`] is a
 //! bounded write-back cache in front of any [`ColdStore`]; `weir-state`
 //! puts it in front of RocksDB. [`MemoryBackend`] keeps everything in a
-//! hash map.
+//! hash map, with incremental checkpoints (`memory.rs`).
 
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::Write;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
 use foldhash::HashMap;
+
+mod memory;
+pub use memory::{MemoryBackend, MemoryStore, chain_files, read_entries};
 
 /// A state backend that failed (I/O, corruption).
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -39,12 +42,31 @@ pub trait StateStore: Send {
     /// The backend cannot write.
     fn delete(&mut self, key: &[u8]) -> Result<(), StateError>;
 
-    /// Writes a consistent copy of the whole store into `dir` (it exists
-    /// and is empty): a checkpoint. Later writes do not change the copy.
+    /// Takes a consistent copy of the whole store for `dir` (it exists and
+    /// is empty): a checkpoint. What cannot be written at once is returned
+    /// as [`Deferred`] work, which writes the copy as it was when this
+    /// returned, while the stream moves on; later writes do not change it.
     ///
     /// # Errors
-    /// The backend cannot write the copy.
-    fn checkpoint(&mut self, dir: &Path) -> Result<(), StateError>;
+    /// The backend cannot take or write the copy.
+    fn checkpoint(&mut self, dir: &Path) -> Result<Deferred, StateError>;
+
+    /// Calls `each` with every key in the store, in no particular order.
+    /// A restore rebuilds what it derives from the keys (window timers).
+    ///
+    /// # Errors
+    /// The backend cannot read.
+    fn scan_keys(&mut self, each: &mut dyn FnMut(&[u8])) -> Result<(), StateError>;
+}
+
+/// The part of a checkpoint written after the stream has moved on (see
+/// [`StateStore::checkpoint`]); it fails with the reason the copy could not
+/// be written.
+pub type Deferred = Box<dyn FnOnce() -> Result<(), StateError> + Send>;
+
+/// Deferred work that has nothing left to do.
+pub fn done() -> Deferred {
+    Box::new(|| Ok(()))
 }
 
 /// Opens the stores of a pipeline's operators.
@@ -71,36 +93,6 @@ pub trait StateBackend: Send + Sync {
     ) -> Result<Box<dyn StateStore>, StateError>;
 }
 
-/// Everything in memory.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct MemoryBackend;
-
-impl StateBackend for MemoryBackend {
-    fn open(&self, _operator: &str, _subtask: usize) -> Result<Box<dyn StateStore>, StateError> {
-        Ok(Box::new(MemoryStore::default()))
-    }
-
-    fn restore(
-        &self,
-        _operator: &str,
-        _subtask: usize,
-        from: &[PathBuf],
-        groups: RangeInclusive<u16>,
-    ) -> Result<Box<dyn StateStore>, StateError> {
-        let mut store = MemoryStore::default();
-        for dir in from {
-            read_entries(&dir.join(ENTRIES_FILE), &groups, |key, value| {
-                store.map.insert(key.to_vec(), value.to_vec());
-            })?;
-        }
-        Ok(Box::new(store))
-    }
-}
-
-/// The file a [`MemoryStore`] checkpoint writes.
-pub const ENTRIES_FILE: &str = "entries.bin";
-const ENTRIES_MAGIC: &[u8; 8] = b"WEIRKV01";
-
 /// The key group a state key starts with (keys without one, shorter than
 /// two bytes, count as group 0).
 pub fn group_of(key: &[u8]) -> u16 {
@@ -110,121 +102,15 @@ pub fn group_of(key: &[u8]) -> u16 {
     }
 }
 
-/// Writes `entries` to `path`: a magic header, then length-prefixed keys
-/// and values.
+/// Writes `bytes` to a new file `path` and syncs it to disk.
 ///
 /// # Errors
 /// The file cannot be written.
-pub fn write_entries<'a>(
-    path: &Path,
-    entries: impl Iterator<Item = (&'a [u8], &'a [u8])>,
-) -> Result<(), StateError> {
+pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     let fail = |e: std::io::Error| StateError(format!("cannot write {}: {e}", path.display()));
-    let mut out = BufWriter::with_capacity(1 << 20, std::fs::File::create(path).map_err(fail)?);
-    out.write_all(ENTRIES_MAGIC).map_err(fail)?;
-    for (key, value) in entries {
-        for part in [key, value] {
-            let len = u32::try_from(part.len())
-                .map_err(|_| StateError(format!("a state entry of {} bytes", part.len())))?;
-            out.write_all(&len.to_le_bytes()).map_err(fail)?;
-            out.write_all(part).map_err(fail)?;
-        }
-    }
-    let file = out.into_inner().map_err(|e| fail(e.into_error()))?;
+    let mut file = std::fs::File::create(path).map_err(fail)?;
+    file.write_all(bytes).map_err(fail)?;
     file.sync_all().map_err(fail)
-}
-
-/// Calls `each` with every entry of `path` whose key group is in `groups`.
-///
-/// # Errors
-/// The file is missing, not an entries file, or truncated.
-pub fn read_entries(
-    path: &Path,
-    groups: &RangeInclusive<u16>,
-    mut each: impl FnMut(&[u8], &[u8]),
-) -> Result<(), StateError> {
-    let fail = |what: String| StateError(format!("state copy {}: {what}", path.display()));
-    let file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
-    let mut input = BufReader::with_capacity(1 << 20, file);
-    let mut magic = [0u8; 8];
-    input
-        .read_exact(&mut magic)
-        .map_err(|e| fail(format!("no header: {e}")))?;
-    if &magic != ENTRIES_MAGIC {
-        return Err(fail("not a Weir state file".into()));
-    }
-    let (mut key, mut value) = (Vec::new(), Vec::new());
-    loop {
-        let mut len = [0u8; 4];
-        match input.read_exact(&mut len) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-            Err(e) => return Err(fail(e.to_string())),
-        }
-        for (i, part) in [&mut key, &mut value].into_iter().enumerate() {
-            if i == 1 {
-                input
-                    .read_exact(&mut len)
-                    .map_err(|_| fail("truncated".into()))?;
-            }
-            part.resize(u32::from_le_bytes(len) as usize, 0);
-            input
-                .read_exact(part)
-                .map_err(|_| fail("truncated".into()))?;
-        }
-        if groups.contains(&group_of(&key)) {
-            each(&key, &value);
-        }
-    }
-}
-
-/// A hash map.
-#[derive(Debug, Default, Clone)]
-pub struct MemoryStore {
-    map: HashMap<Vec<u8>, Vec<u8>>,
-}
-
-impl MemoryStore {
-    /// Number of keys.
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    /// True when empty.
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-}
-
-impl StateStore for MemoryStore {
-    fn get(&mut self, key: &[u8]) -> Result<Option<&[u8]>, StateError> {
-        Ok(self.map.get(key).map(Vec::as_slice))
-    }
-
-    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StateError> {
-        match self.map.get_mut(key) {
-            Some(v) => {
-                v.clear();
-                v.extend_from_slice(value);
-            }
-            None => {
-                self.map.insert(key.to_vec(), value.to_vec());
-            }
-        }
-        Ok(())
-    }
-
-    fn delete(&mut self, key: &[u8]) -> Result<(), StateError> {
-        self.map.remove(key);
-        Ok(())
-    }
-
-    fn checkpoint(&mut self, dir: &Path) -> Result<(), StateError> {
-        write_entries(
-            &dir.join(ENTRIES_FILE),
-            self.map.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
-        )
-    }
 }
 
 /// The slow, large tier behind a [`HotTier`] (RocksDB in `weir-state`).
@@ -241,12 +127,18 @@ pub trait ColdStore: Send {
     /// The store cannot write.
     fn write(&mut self, changes: &[(&[u8], Option<&[u8]>)]) -> Result<(), StateError>;
 
-    /// Writes a consistent copy of the store into `dir` (see
+    /// Takes a consistent copy of the store for `dir` (see
     /// [`StateStore::checkpoint`]).
     ///
     /// # Errors
-    /// The store cannot write the copy.
-    fn checkpoint(&mut self, dir: &Path) -> Result<(), StateError>;
+    /// The store cannot take or write the copy.
+    fn checkpoint(&mut self, dir: &Path) -> Result<Deferred, StateError>;
+
+    /// Calls `each` with every stored key.
+    ///
+    /// # Errors
+    /// The store cannot read.
+    fn scan_keys(&self, each: &mut dyn FnMut(&[u8])) -> Result<(), StateError>;
 }
 
 /// A cached entry: its value (`None`: absent or deleted) and whether the
@@ -267,7 +159,7 @@ const SLOT_OVERHEAD: usize = 48;
 /// hash-map update.
 ///
 /// ```
-/// use weir_core::state::{ColdStore, HotTier, StateError, StateStore};
+/// use weir_core::state::{ColdStore, Deferred, HotTier, StateError, StateStore};
 ///
 /// #[derive(Default)]
 /// struct Counted(std::collections::HashMap<Vec<u8>, Vec<u8>>);
@@ -284,7 +176,11 @@ const SLOT_OVERHEAD: usize = 48;
 ///         }
 ///         Ok(())
 ///     }
-///     fn checkpoint(&mut self, _dir: &std::path::Path) -> Result<(), StateError> {
+///     fn checkpoint(&mut self, _dir: &std::path::Path) -> Result<Deferred, StateError> {
+///         Ok(weir_core::state::done())
+///     }
+///     fn scan_keys(&self, each: &mut dyn FnMut(&[u8])) -> Result<(), StateError> {
+///         self.0.keys().for_each(|k| each(k));
 ///         Ok(())
 ///     }
 /// }
@@ -434,9 +330,14 @@ impl<C: ColdStore> StateStore for HotTier<C> {
         self.spill()
     }
 
-    fn checkpoint(&mut self, dir: &Path) -> Result<(), StateError> {
+    fn checkpoint(&mut self, dir: &Path) -> Result<Deferred, StateError> {
         self.flush()?;
         self.cold.checkpoint(dir)
+    }
+
+    fn scan_keys(&mut self, each: &mut dyn FnMut(&[u8])) -> Result<(), StateError> {
+        self.flush()?;
+        self.cold.scan_keys(each)
     }
 }
 
