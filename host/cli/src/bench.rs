@@ -16,6 +16,7 @@ use weir_core::source::BidGenerator;
 use weir_guest::Output;
 use weir_wasm::{Limits, WasmEngine};
 
+use crate::bench_state;
 use crate::bench_window::{self, WindowWorkload};
 use crate::cpu::thread_cpu_time;
 
@@ -46,8 +47,17 @@ pub struct BenchArgs {
     plugins: Option<PathBuf>,
     /// tumble/q5: also run with a checkpoint every this many ms (variant
     /// `wasm+ckpt`), and report its throughput against the run without.
+    /// checkpoint/recovery: the interval (default 1000).
     #[arg(long)]
     checkpoint_ms: Option<u64>,
+    /// checkpoint/recovery: distinct keys, each a window holding its events
+    /// (default: a quarter of --events).
+    #[arg(long)]
+    keys: Option<u64>,
+    /// checkpoint/recovery: state backends, comma-separated (default:
+    /// memory, and rocksdb when built with it).
+    #[arg(long, value_delimiter = ',')]
+    backend: Vec<String>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -60,6 +70,10 @@ enum Workload {
     Tumble,
     /// Nexmark q5, hot items: sliding 10 s / 2 s windows (a whole pipeline).
     Q5,
+    /// Checkpoint size and duration as keyed state grows.
+    Checkpoint,
+    /// Time from a restart to having replayed what a crash lost.
+    Recovery,
 }
 
 impl Workload {
@@ -69,6 +83,8 @@ impl Workload {
             Workload::Q2 => "q2",
             Workload::Tumble => "tumble",
             Workload::Q5 => "q5",
+            Workload::Checkpoint => "checkpoint",
+            Workload::Recovery => "recovery",
         }
     }
 
@@ -76,7 +92,7 @@ impl Workload {
         match self {
             Workload::Tumble => Some(WindowWorkload::Tumble),
             Workload::Q5 => Some(WindowWorkload::Q5),
-            Workload::Q1 | Workload::Q2 => None,
+            Workload::Q1 | Workload::Q2 | Workload::Checkpoint | Workload::Recovery => None,
         }
     }
 
@@ -85,6 +101,7 @@ impl Workload {
             Workload::Q1 => "nexmark_q1.wasm",
             Workload::Q2 => "nexmark_q2.wasm",
             Workload::Tumble | Workload::Q5 => "window_count.wasm",
+            Workload::Checkpoint | Workload::Recovery => "user_sessions.wasm",
         }
     }
 
@@ -93,7 +110,9 @@ impl Workload {
         Ok(match self {
             Workload::Q1 => Box::new(Native::new("q1", nexmark_q1::Q1::new(&config)?)),
             Workload::Q2 => Box::new(Native::new("q2", nexmark_q2::Q2::new(&config)?)),
-            Workload::Tumble | Workload::Q5 => anyhow::bail!("a whole-pipeline workload"),
+            Workload::Tumble | Workload::Q5 | Workload::Checkpoint | Workload::Recovery => {
+                anyhow::bail!("a whole-pipeline workload")
+            }
         })
     }
 }
@@ -226,14 +245,15 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         .or_else(|| std::env::var_os("WEIR_PLUGINS").map(PathBuf::from))
         .context("where are the plugins? pass --plugins DIR or set WEIR_PLUGINS (tests/build-plugins.sh builds them and prints the directory)")?;
     let windowed = args.workload.windowed();
-    let batches_to_run = match (&args.batch[..], windowed) {
-        ([], None) => vec![1, 16, 256, 4096],
-        ([], Some(_)) => vec![1024],
+    let state = matches!(args.workload, Workload::Checkpoint | Workload::Recovery);
+    let batches_to_run = match (&args.batch[..], windowed.is_some() || state) {
+        ([], false) => vec![1, 16, 256, 4096],
+        ([], true) => vec![1024],
         (given, _) => given.to_vec(),
     };
-    let parallelisms = match (&args.parallelism[..], windowed) {
-        ([], None) => vec![1],
-        ([], Some(_)) => vec![1, 2],
+    let parallelisms = match (&args.parallelism[..], windowed.is_some()) {
+        ([], false) => vec![1],
+        ([], true) => vec![1, 2],
         (given, _) => given.to_vec(),
     };
     anyhow::ensure!(
@@ -241,6 +261,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         "batch sizes and parallelism must be at least 1"
     );
     let engine = WasmEngine::new(WasmEngine::default_cache_dir())?;
+    if state {
+        return state_bench(args, &engine, &dir, &batches_to_run, &parallelisms);
+    }
     let mut rows = Vec::new();
     if let Some(workload) = windowed {
         for &batch in &batches_to_run {
@@ -338,6 +361,68 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         }
     }
     print(&rows, args.json)
+}
+
+/// `checkpoint` and `recovery`: each backend, batch size and parallelism.
+fn state_bench(
+    args: &BenchArgs,
+    engine: &WasmEngine,
+    plugins: &std::path::Path,
+    batches: &[usize],
+    parallelisms: &[usize],
+) -> anyhow::Result<()> {
+    let backends: Vec<String> = if args.backend.is_empty() {
+        bench_state::backends()
+            .into_iter()
+            .map(String::from)
+            .collect()
+    } else {
+        args.backend.clone()
+    };
+    let mut rows = Vec::new();
+    for backend in &backends {
+        for &batch in batches {
+            for &parallelism in parallelisms {
+                let bench = bench_state::StateBench {
+                    engine,
+                    plugins,
+                    events: args.events,
+                    keys: args.keys.unwrap_or(args.events / 4).max(1),
+                    parallelism,
+                    batch,
+                    checkpoint_ms: args.checkpoint_ms.unwrap_or(1000).max(1),
+                };
+                match args.workload {
+                    Workload::Recovery => rows.push(bench.recovery(backend)?),
+                    _ => rows.extend(bench.checkpoint(backend)?),
+                }
+            }
+        }
+    }
+    for row in &rows {
+        if args.json {
+            println!("{row}");
+        } else {
+            let field = |name: &str| row.get(name).map_or(String::new(), ToString::to_string);
+            let shown = [
+                "variant",
+                "parallelism",
+                "state_bytes",
+                "checkpoint_ms",
+                "seconds_per_gb",
+                "replayed_events",
+                "load_seconds",
+                "caught_up_seconds",
+            ];
+            let line: Vec<String> = shown
+                .iter()
+                .filter(|name| row.get(**name).is_some())
+                .map(|name| format!("{name}={}", field(name)))
+                .collect();
+            println!("{} {}", args.workload.name(), line.join(" "));
+        }
+    }
+    Ok(())
 }
 
 fn print(rows: &[Row], json: bool) -> anyhow::Result<()> {

@@ -1,6 +1,7 @@
 //! `weir`: run pipelines, test and inspect operators, benchmark.
 
 mod bench;
+mod bench_state;
 mod bench_window;
 mod cpu;
 mod wiring;
