@@ -369,9 +369,19 @@ fn a_damaged_checkpoint_is_named_and_restore_falls_back_to_the_one_before() {
     let store = weir_core::checkpoint::CheckpointStore::new(dir.path().join("checkpoints"));
     let (newest, _) = store.latest().unwrap();
     let newest = newest.expect("checkpoints were taken before the kill");
-    // Flip a byte in the newest checkpoint's largest file.
-    let file = newest.files.iter().max_by_key(|f| f.bytes).unwrap();
-    let path = store.path_of(newest.id).join(&file.path);
+    // Flip a byte in the newest checkpoint's largest file of its own (a
+    // file hard-linked from the one before would damage both).
+    let root = store.path_of(newest.id);
+    let file = newest
+        .files
+        .iter()
+        .filter(|f| {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata(root.join(&f.path)).unwrap().nlink() == 1
+        })
+        .max_by_key(|f| f.bytes)
+        .unwrap();
+    let path = root.join(&file.path);
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[0] ^= 0x01;
     std::fs::write(&path, bytes).unwrap();
@@ -396,6 +406,31 @@ fn a_damaged_checkpoint_is_named_and_restore_falls_back_to_the_one_before() {
         "{log}"
     );
     check_sequences(&visible(dir.path()), count).unwrap();
+}
+
+#[test]
+fn with_every_checkpoint_damaged_restore_refuses_to_start_over() {
+    let dir = tempfile::tempdir().unwrap();
+    write_pipeline(dir.path(), &soak_pipeline(12_000, 4000, 1));
+    kill_after(spawn(dir.path(), false), Duration::from_millis(1500));
+    let store = weir_core::checkpoint::CheckpointStore::new(dir.path().join("checkpoints"));
+    let ids = store.ids().unwrap();
+    assert!(!ids.is_empty(), "checkpoints were taken before the kill");
+    for id in ids {
+        let manifest = store.path_of(id).join("MANIFEST");
+        if let Ok(mut bytes) = std::fs::read(&manifest) {
+            let last = bytes.len() - 2;
+            bytes[last] ^= 0x01;
+            std::fs::write(&manifest, bytes).unwrap();
+        }
+    }
+    let out = spawn(dir.path(), true).wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("no usable checkpoint") && stderr.contains("is damaged"),
+        "{stderr}"
+    );
 }
 
 #[test]

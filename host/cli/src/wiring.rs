@@ -64,6 +64,17 @@ fn to_restore(
     for e in &skipped {
         tracing::warn!("skipping a checkpoint: {e}");
     }
+    // Checkpoints that were never completed leave nothing to resume; but
+    // starting over past damaged ones would repeat committed output.
+    let damaged = skipped
+        .iter()
+        .find(|e| !matches!(e, weir_core::checkpoint::CheckpointError::Incomplete { .. }));
+    if let (None, Some(e)) = (&manifest, damaged) {
+        bail!(
+            "no usable checkpoint in {}: {e}; starting from the beginning would repeat output already committed (move the directory away to do that)",
+            store.dir().display()
+        );
+    }
     match &manifest {
         Some(m) => tracing::info!(checkpoint = m.id, kind = %m.kind, "restoring"),
         None => tracing::info!(

@@ -370,6 +370,30 @@ mod tests {
     use weir_batch::BatchWriter;
     use weir_batch::keyed::{Call, ReplyWriter};
 
+    #[test]
+    fn a_snapshot_written_from_borrowed_sets_reads_back_as_lists() {
+        let event_timers: BTreeSet<(i64, Vec<u8>)> =
+            [(5, b"a".to_vec()), (9, b"b".to_vec())].into();
+        let processing_timers: BTreeSet<(i64, Vec<u8>)> = [(-1, b"c".to_vec())].into();
+        let mut written = HashMap::default();
+        written.insert(b"a".to_vec(), 42i64);
+        let bytes = postcard::to_stdvec(&KeyedSnapshotRef {
+            watermark: 7,
+            event_timers: &event_timers,
+            processing_timers: &processing_timers,
+            written: &written,
+        })
+        .unwrap();
+        let back: KeyedSnapshot = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(back.watermark, 7);
+        assert_eq!(
+            back.event_timers,
+            event_timers.into_iter().collect::<Vec<_>>()
+        );
+        assert_eq!(back.processing_timers, [(-1, b"c".to_vec())]);
+        assert_eq!(back.written, [(b"a".to_vec(), 42)]);
+    }
+
     /// Counts events per key (state: u64 LE); on an event, sets an
     /// event-time timer at ts + 10 that emits "k:timeout" and clears the
     /// key. Fails on a value `boom`.
