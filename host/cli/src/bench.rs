@@ -51,7 +51,7 @@ pub struct BenchArgs {
     #[arg(long)]
     checkpoint_ms: Option<u64>,
     /// checkpoint/recovery: distinct keys, each a window holding its events
-    /// (default: a quarter of --events).
+    /// (default: --events, one event per window).
     #[arg(long)]
     keys: Option<u64>,
     /// checkpoint/recovery: state backends, comma-separated (default:
@@ -387,7 +387,7 @@ fn state_bench(
                     engine,
                     plugins,
                     events: args.events,
-                    keys: args.keys.unwrap_or(args.events / 4).max(1),
+                    keys: args.keys.unwrap_or(args.events).max(1),
                     parallelism,
                     batch,
                     checkpoint_ms: args.checkpoint_ms.unwrap_or(1000).max(1),

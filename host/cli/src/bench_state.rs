@@ -8,12 +8,15 @@
 //! the input; a blackhole sink; a checkpoint every `--checkpoint-ms`; state
 //! in memory or in RocksDB.
 //!
-//! - `checkpoint`: one row per periodic checkpoint of the run: its size
-//!   (the bytes its manifest lists), its duration (barrier requested to
-//!   every file written and checksummed) and seconds per GB.
-//! - `recovery`: runs until two checkpoints exist and half an interval
-//!   more, stops, and throws away the savepoint that stop took — as if the
-//!   process had died there. Then it starts again from the newest periodic
+//! - `checkpoint`: runs until `--events` are in and stops with a savepoint;
+//!   one row per checkpoint (the savepoint last): its size (the bytes its
+//!   manifest lists), its duration (barrier requested to every file
+//!   written and checksummed) and seconds per GB. With one key per event
+//!   (the default) the state only grows; with fewer keys, each event also
+//!   rewrites its window's value (the window's events so far).
+//! - `recovery`: runs until `--events` are in and two checkpoints exist,
+//!   and half an interval more, stops, and throws away the savepoint that
+//!   stop took — as if the process had died there. Then it starts again from the newest periodic
 //!   checkpoint and measures the time from the restart (loading the
 //!   pipeline, verifying the checkpoint, restoring state) until the sources
 //!   have read again every event the first run had read.
@@ -82,7 +85,7 @@ batch_size = {batch}
 
 [[source]]
 type = "sequence"
-count = {events}
+count = {count}
 keys = {keys}
 interval_ms = 1
 
@@ -109,7 +112,7 @@ interval_ms = {interval}
 retain = 1000000
 "#,
             batch = self.batch,
-            events = self.events,
+            count = self.events.saturating_mul(2),
             keys = self.keys,
             plugin = plugin.display(),
             parallelism = self.parallelism,
@@ -129,8 +132,17 @@ retain = 1000000
         let path = self.prepare("checkpoint", backend)?;
         let cpu = process_cpu_time();
         let wall = Instant::now();
-        let pipeline = wiring::load(&path, self.engine, Restore::AsConfigured, Arc::default())?;
-        let summary = pipeline.run(&Arc::default())?;
+        // Stopped (with a savepoint) once `events` are in: firing every
+        // window at the end of input is not what is measured.
+        let stop = Arc::new(AtomicBool::new(false));
+        let pipeline = wiring::load(&path, self.engine, Restore::AsConfigured, stop.clone())?;
+        let progress = Arc::new(Progress::default());
+        let running = spawn(pipeline, progress.clone());
+        while progress.events_in.load(Ordering::Relaxed) < self.events && !running.is_finished() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        stop.store(true, Ordering::SeqCst);
+        let summary = join(running)?;
         let (cpu, wall) = (
             (process_cpu_time() - cpu).as_secs_f64(),
             wall.elapsed().as_secs_f64(),
@@ -139,7 +151,7 @@ retain = 1000000
         let mut rows = Vec::new();
         for (id, manifest) in store.list()? {
             let manifest = manifest.with_context(|| format!("checkpoint {id}"))?;
-            if manifest.kind != CheckpointKind::Checkpoint {
+            if manifest.kind == CheckpointKind::Final {
                 continue;
             }
             let bytes = manifest.bytes();
@@ -152,6 +164,7 @@ retain = 1000000
                 wall,
                 serde_json::json!({
                     "checkpoint": id,
+                    "kind": manifest.kind.to_string(),
                     "state_bytes": bytes,
                     "checkpoint_ms": manifest.duration_ms,
                     "seconds_per_gb": seconds / (bytes as f64 / 1e9).max(1e-12),
@@ -170,12 +183,15 @@ retain = 1000000
     pub fn recovery(&self, backend: &str) -> anyhow::Result<serde_json::Value> {
         let path = self.prepare("recovery", backend)?;
         let store = store_of(&path);
-        // The first run, stopped half an interval after its second checkpoint.
+        // The first run, stopped half an interval after `events` are in.
         let stop = Arc::new(AtomicBool::new(false));
         let pipeline = wiring::load(&path, self.engine, Restore::AsConfigured, stop.clone())?;
-        let first = spawn(pipeline, Arc::default());
-        let deadline = Instant::now() + Duration::from_secs(600);
-        while periodic(&store)?.len() < 2 {
+        let progress = Arc::new(Progress::default());
+        let first = spawn(pipeline, progress.clone());
+        let deadline = Instant::now() + Duration::from_secs(3600);
+        while progress.events_in.load(Ordering::Relaxed) < self.events
+            || periodic(&store)?.len() < 2
+        {
             anyhow::ensure!(
                 !first.is_finished() && Instant::now() < deadline,
                 "the first run ended before two checkpoints: raise --events"

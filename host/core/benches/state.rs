@@ -1,6 +1,7 @@
 //! A keyed state update on the hot path (the hot tier in front of RocksDB,
-//! `HotTier`) against a raw hash-map update, over 100 K keys (target: at
-//! most 2x). The window operator's update is a `get` then a `put`.
+//! `HotTier`, and the memory backend's `MemoryStore`) against a raw
+//! hash-map update, over 100 K keys (target: at most 2x). The window
+//! operator's update is a `get` then a `put`.
 #![allow(
     missing_docs,
     clippy::expect_used,
@@ -81,6 +82,23 @@ fn updates(c: &mut Criterion) {
                 u64::from_le_bytes(v[..8].try_into().expect("8 bytes"))
             }) + 1;
             store.put(&buf, &count.to_le_bytes()).expect("put");
+            black_box(count)
+        })
+    });
+
+    let mut memory = weir_core::state::MemoryStore::default();
+    for i in 0..KEYS {
+        key(i, &mut buf);
+        memory.put(&buf, &0u64.to_le_bytes()).expect("put");
+    }
+    group.bench_function("memory_store_get_put", |b| {
+        b.iter(|| {
+            key(order[n % order.len()], &mut buf);
+            n += 1;
+            let count = memory.get(&buf).expect("get").map_or(0, |v| {
+                u64::from_le_bytes(v[..8].try_into().expect("8 bytes"))
+            }) + 1;
+            memory.put(&buf, &count.to_le_bytes()).expect("put");
             black_box(count)
         })
     });

@@ -20,8 +20,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use foldhash::HashMap;
-
 use super::{Deferred, StateBackend, StateError, StateStore, group_of, write_synced};
 
 /// Everything in memory.
@@ -139,10 +137,14 @@ pub fn read_entries(
     }
 }
 
-/// A value and whether it changed since the last checkpoint.
+/// An entry: its key's hash (kept, so growing the table moves entries
+/// without reading their keys again), key, value, and whether it changed
+/// since the last checkpoint.
 #[derive(Debug, Clone)]
-struct Value {
-    bytes: Vec<u8>,
+struct Entry {
+    hash: u64,
+    key: Vec<u8>,
+    value: Vec<u8>,
     changed: bool,
 }
 
@@ -157,10 +159,15 @@ struct Chain {
     written: Arc<AtomicBool>,
 }
 
-/// A hash map with incremental checkpoints (see the module docs).
+/// A hash table with incremental checkpoints (see the module docs).
+///
+/// Entries keep their hash: when the table doubles, moving millions of
+/// entries would otherwise read every key again (a cache miss each),
+/// stopping the subtask for seconds.
 #[derive(Debug, Default, Clone)]
 pub struct MemoryStore {
-    map: HashMap<Vec<u8>, Value>,
+    map: hashbrown::HashTable<Entry>,
+    hasher: foldhash::fast::RandomState,
     /// Keys and values held, in bytes.
     bytes: u64,
     /// Keys put or deleted since the last checkpoint (once each, but a key
@@ -188,6 +195,10 @@ impl MemoryStore {
         let _ = self.put(key, value);
     }
 
+    fn hash(&self, key: &[u8]) -> u64 {
+        std::hash::BuildHasher::hash_one(&self.hasher, key)
+    }
+
     fn remove(&mut self, key: &[u8]) {
         let _ = self.delete(key);
     }
@@ -209,16 +220,17 @@ impl MemoryStore {
         out.extend_from_slice(ENTRIES_MAGIC);
         if full {
             out.reserve(usize::try_from(self.bytes).unwrap_or(0) + self.map.len() * 8);
-            for (key, value) in &mut self.map {
-                encode(&mut out, key, Some(&value.bytes))?;
-                value.changed = false;
+            for entry in &mut self.map {
+                encode(&mut out, &entry.key, Some(&entry.value))?;
+                entry.changed = false;
             }
         } else {
             for key in &self.changed {
-                match self.map.get_mut(key) {
-                    Some(value) if value.changed => {
-                        encode(&mut out, key, Some(&value.bytes))?;
-                        value.changed = false;
+                let hash = std::hash::BuildHasher::hash_one(&self.hasher, key.as_slice());
+                match self.map.find_mut(hash, |e| e.key == *key) {
+                    Some(entry) if entry.changed => {
+                        encode(&mut out, key, Some(&entry.value))?;
+                        entry.changed = false;
                     }
                     Some(_) => {} // listed twice, written already
                     None => encode(&mut out, key, None)?,
@@ -232,29 +244,34 @@ impl MemoryStore {
 
 impl StateStore for MemoryStore {
     fn get(&mut self, key: &[u8]) -> Result<Option<&[u8]>, StateError> {
-        Ok(self.map.get(key).map(|v| v.bytes.as_slice()))
+        let hash = self.hash(key);
+        Ok(self
+            .map
+            .find(hash, |e| e.key == key)
+            .map(|e| e.value.as_slice()))
     }
 
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StateError> {
-        match self.map.get_mut(key) {
-            Some(v) => {
-                self.bytes = self.bytes + value.len() as u64 - v.bytes.len() as u64;
-                v.bytes.clear();
-                v.bytes.extend_from_slice(value);
-                if self.tracking && !v.changed {
+        let hash = self.hash(key);
+        match self.map.find_mut(hash, |e| e.key == key) {
+            Some(e) => {
+                self.bytes = self.bytes + value.len() as u64 - e.value.len() as u64;
+                e.value.clear();
+                e.value.extend_from_slice(value);
+                if self.tracking && !e.changed {
                     self.changed.push(key.to_vec());
                 }
-                v.changed = true;
+                e.changed = true;
             }
             None => {
                 self.bytes += (key.len() + value.len()) as u64;
-                self.map.insert(
-                    key.to_vec(),
-                    Value {
-                        bytes: value.to_vec(),
-                        changed: true,
-                    },
-                );
+                let entry = Entry {
+                    hash,
+                    key: key.to_vec(),
+                    value: value.to_vec(),
+                    changed: true,
+                };
+                self.map.insert_unique(hash, entry, |e| e.hash);
                 if self.tracking {
                     self.changed.push(key.to_vec());
                 }
@@ -264,10 +281,12 @@ impl StateStore for MemoryStore {
     }
 
     fn delete(&mut self, key: &[u8]) -> Result<(), StateError> {
-        if let Some((key, value)) = self.map.remove_entry(key) {
-            self.bytes -= (key.len() + value.bytes.len()) as u64;
-            if self.tracking && !value.changed {
-                self.changed.push(key);
+        let hash = self.hash(key);
+        if let Ok(found) = self.map.find_entry(hash, |e| e.key == key) {
+            let (entry, _) = found.remove();
+            self.bytes -= (entry.key.len() + entry.value.len()) as u64;
+            if self.tracking && !entry.changed {
+                self.changed.push(entry.key);
             }
         }
         Ok(())
@@ -317,7 +336,7 @@ impl StateStore for MemoryStore {
     }
 
     fn scan_keys(&mut self, each: &mut dyn FnMut(&[u8])) -> Result<(), StateError> {
-        self.map.keys().for_each(|k| each(k));
+        self.map.iter().for_each(|e| each(&e.key));
         Ok(())
     }
 }
@@ -345,7 +364,7 @@ mod tests {
         let mut all: Vec<_> = store
             .map
             .iter()
-            .map(|(k, v)| (k.clone(), v.bytes.clone()))
+            .map(|e| (e.key.clone(), e.value.clone()))
             .collect();
         all.sort();
         all

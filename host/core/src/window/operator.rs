@@ -184,12 +184,13 @@ impl WindowOperator {
             }
         })?;
         let sessions = matches!(self.spec, WindowSpec::Session { .. });
+        let mut timers = Vec::with_capacity(windows.len() * 2);
         for (group, key, window) in windows {
             if !groups.contains(&group) {
                 continue;
             }
             if window.max_timestamp() > watermark_of(group) {
-                self.timers.insert(Timer {
+                timers.push(Timer {
                     time: window.max_timestamp(),
                     kind: TimerKind::Fire,
                     key: key.clone(),
@@ -199,13 +200,18 @@ impl WindowOperator {
             if sessions {
                 self.sessions.entry(key.clone()).or_default().push(window);
             }
-            self.timers.insert(Timer {
+            timers.push(Timer {
                 time: window.max_timestamp().saturating_add(self.lateness),
                 kind: TimerKind::Cleanup,
                 key,
                 window,
             });
         }
+        // Built from sorted input at once: millions of inserts one by one
+        // would each search the tree.
+        timers.sort_unstable();
+        let mut built: BTreeSet<Timer> = timers.into_iter().collect();
+        self.timers.append(&mut built);
         Ok(())
     }
 
