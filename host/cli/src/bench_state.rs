@@ -112,7 +112,7 @@ interval_ms = {interval}
 retain = 1000000
 "#,
             batch = self.batch,
-            count = self.events.saturating_mul(2),
+            count = self.events.saturating_mul(10),
             keys = self.keys,
             plugin = plugin.display(),
             parallelism = self.parallelism,

@@ -39,8 +39,22 @@ impl StateBackend for MemoryBackend {
         groups: RangeInclusive<u16>,
     ) -> Result<Box<dyn StateStore>, StateError> {
         let mut store = MemoryStore::default();
-        for dir in from {
-            for file in chain_files(dir)? {
+        let files: Vec<Vec<PathBuf>> = from
+            .iter()
+            .map(|d| chain_files(d))
+            .collect::<Result<_, _>>()?;
+        // Room for the entries up front (about one per 64 bytes of file),
+        // rather than doubling the table, moving every entry, log n times.
+        let bytes: u64 = files
+            .iter()
+            .flatten()
+            .filter_map(|f| std::fs::metadata(f).ok())
+            .map(|m| m.len())
+            .sum();
+        let room = usize::try_from(bytes / 64).unwrap_or(0);
+        store.map.reserve(room, |e| e.hash);
+        for chain in files {
+            for file in chain {
                 read_entries(&file, &groups, |key, value| match value {
                     Some(value) => store.insert(key, value),
                     None => store.remove(key),

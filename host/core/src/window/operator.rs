@@ -9,7 +9,6 @@
 //! in (end, key, start) order, so the output does not depend on arrival
 //! order or parallelism.
 
-use std::collections::BTreeSet;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
@@ -20,6 +19,7 @@ use foldhash::HashMap;
 use weir_batch::window::{FiredWriter, Slots, SlotsWriter};
 use weir_batch::{Batch, BatchWriter, EventRef, FormatError};
 
+use super::timers::{Key, Timers};
 use super::{FunctionKind, Window, WindowFunction, WindowSpec};
 use crate::checkpoint;
 use crate::keys::key_group;
@@ -44,28 +44,11 @@ impl From<OperatorFailure> for WindowError {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-enum TimerKind {
-    Fire,
-    Cleanup,
-}
-
 /// Windows handed to the guest's `fire` in one call, at most…
 const FIRE_CHUNK_WINDOWS: usize = 4096;
 /// …and bytes of window state per call, about (a whole window can exceed
 /// it on its own).
 const FIRE_CHUNK_BYTES: usize = 4 << 20;
-
-/// Timers sort by time, then kind, key and window: the firing order.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-struct Timer {
-    time: i64,
-    kind: TimerKind,
-    key: Option<Vec<u8>>,
-    window: Window,
-}
-
-type Key = Option<Vec<u8>>;
 
 /// Keyed windows over host state for one subtask.
 pub struct WindowOperator {
@@ -75,7 +58,7 @@ pub struct WindowOperator {
     function: Box<dyn WindowFunction>,
     store: Box<dyn StateStore>,
     watermark: i64,
-    timers: BTreeSet<Timer>,
+    timers: Timers,
     /// Session windows per key (session specs only).
     sessions: HashMap<Key, Vec<Window>>,
     /// The key groups this subtask owns (all until [`Self::restore`]).
@@ -120,7 +103,7 @@ impl WindowOperator {
             function,
             store,
             watermark: BEFORE_TIME,
-            timers: BTreeSet::new(),
+            timers: Timers::default(),
             sessions: HashMap::default(),
             key_groups: 0..=max_parallelism.saturating_sub(1),
             state_key: Vec::with_capacity(64),
@@ -177,50 +160,37 @@ impl WindowOperator {
                 .find(|s| (s.key_groups.0..=s.key_groups.1).contains(&group))
                 .map_or(lowest, |s| s.watermark)
         };
-        let mut windows = Vec::new();
-        self.store.scan_keys(&mut |state_key| {
-            if let Some(decoded) = decode_state_key(state_key) {
-                windows.push(decoded);
-            }
-        })?;
         let sessions = matches!(self.spec, WindowSpec::Session { .. });
-        let mut timers = Vec::with_capacity(windows.len() * 2);
-        for (group, key, window) in windows {
+        let (timers, open_sessions) = (&mut self.timers, &mut self.sessions);
+        let lateness = self.lateness;
+        self.store.scan_keys(&mut |state_key| {
+            let Some((group, key, window)) = decode_state_key(state_key) else {
+                return;
+            };
             if !groups.contains(&group) {
-                continue;
+                return;
             }
             if window.max_timestamp() > watermark_of(group) {
-                timers.push(Timer {
-                    time: window.max_timestamp(),
-                    kind: TimerKind::Fire,
-                    key: key.clone(),
-                    window,
-                });
+                timers.fire_at(window.max_timestamp(), key.clone(), window);
             }
             if sessions {
-                self.sessions.entry(key.clone()).or_default().push(window);
+                open_sessions.entry(key.clone()).or_default().push(window);
             }
-            timers.push(Timer {
-                time: window.max_timestamp().saturating_add(self.lateness),
-                kind: TimerKind::Cleanup,
-                key,
-                window,
-            });
-        }
-        // Built from sorted input at once: millions of inserts one by one
-        // would each search the tree.
-        timers.sort_unstable();
-        let mut built: BTreeSet<Timer> = timers.into_iter().collect();
-        self.timers.append(&mut built);
+            let cleanup = window.max_timestamp().saturating_add(lateness);
+            timers.clean_up_at(cleanup, key, window);
+        })?;
         Ok(())
     }
 
-    /// Number of windows holding state.
+    /// Number of windows waiting to fire.
     pub fn open_windows(&self) -> usize {
-        self.timers
-            .iter()
-            .filter(|t| t.kind == TimerKind::Fire)
-            .count()
+        self.timers.pending_fires()
+    }
+
+    /// When `window`'s state is dropped: past its end by the allowed
+    /// lateness.
+    fn cleanup_time(&self, window: &Window) -> i64 {
+        window.max_timestamp().saturating_add(self.lateness)
     }
 
     fn is_late(&self, window: &Window) -> bool {
@@ -353,20 +323,12 @@ impl WindowOperator {
         if fired {
             refire.push((key.clone(), window));
         } else if new {
-            self.timers.insert(Timer {
-                time: window.max_timestamp(),
-                kind: TimerKind::Fire,
-                key: key.clone(),
-                window,
-            });
+            self.timers
+                .fire_at(window.max_timestamp(), key.clone(), window);
         }
         if new {
-            self.timers.insert(Timer {
-                time: window.max_timestamp().saturating_add(self.lateness),
-                kind: TimerKind::Cleanup,
-                key,
-                window,
-            });
+            self.timers
+                .clean_up_at(self.cleanup_time(&window), key, window);
         }
     }
 
@@ -380,28 +342,15 @@ impl WindowOperator {
             return Ok(Vec::new());
         }
         self.watermark = watermark;
-        let mut due = Vec::new();
-        while let Some(first) = self.timers.first() {
-            if first.time > watermark {
-                break;
-            }
-            if let Some(timer) = self.timers.pop_first() {
-                due.push(timer);
-            }
-        }
-        let to_fire: Vec<(Key, Window)> = due
-            .iter()
-            .filter(|t| t.kind == TimerKind::Fire)
-            .map(|t| (t.key.clone(), t.window))
-            .collect();
-        let results = self.fire(&to_fire)?;
-        for timer in due.iter().filter(|t| t.kind == TimerKind::Cleanup) {
-            self.fill_state_key(timer.key.as_deref(), &timer.window);
+        let due = self.timers.take_due(watermark);
+        let results = self.fire(&due.fire)?;
+        for (key, window) in &due.cleanup {
+            self.fill_state_key(key.as_deref(), window);
             self.store.delete(&self.state_key)?;
-            if let Some(set) = self.sessions.get_mut(&timer.key) {
-                set.retain(|w| *w != timer.window);
+            if let Some(set) = self.sessions.get_mut(key) {
+                set.retain(|w| w != window);
                 if set.is_empty() {
-                    self.sessions.remove(&timer.key);
+                    self.sessions.remove(key);
                 }
             }
         }
@@ -586,20 +535,9 @@ impl WindowOperator {
     }
 
     fn remove_timers(&mut self, key: &Key, window: &Window) {
-        for (time, kind) in [
-            (window.max_timestamp(), TimerKind::Fire),
-            (
-                window.max_timestamp().saturating_add(self.lateness),
-                TimerKind::Cleanup,
-            ),
-        ] {
-            self.timers.remove(&Timer {
-                time,
-                kind,
-                key: key.clone(),
-                window: *window,
-            });
-        }
+        let cleanup = self.cleanup_time(window);
+        self.timers
+            .remove(window.max_timestamp(), cleanup, key, window);
     }
 
     /// State keys: key group, window end and start (sign-flipped
