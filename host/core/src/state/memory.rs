@@ -11,8 +11,9 @@
 //! the live state (overwritten entries) or grows long, the next checkpoint
 //! writes a full file and starts a new chain.
 //!
-//! Taking the copy (encoding the changed entries into one buffer) happens
-//! at the barrier; writing it to disk is [`Deferred`].
+//! Taking the copy (one pass over the table, encoding the changed entries
+//! into one buffer) happens at the barrier; writing it to disk is
+//! [`Deferred`].
 
 use std::io::{BufReader, Read};
 use std::ops::RangeInclusive;
@@ -184,10 +185,9 @@ pub struct MemoryStore {
     hasher: foldhash::fast::RandomState,
     /// Keys and values held, in bytes.
     bytes: u64,
-    /// Keys put or deleted since the last checkpoint (once each, but a key
-    /// deleted and put again may be listed twice). Kept only once a
-    /// checkpoint has been taken.
-    changed: Vec<Vec<u8>>,
+    /// Keys deleted since the last checkpoint (changed entries carry a
+    /// flag instead). Kept only once a checkpoint has been taken.
+    deleted: Vec<Vec<u8>>,
     tracking: bool,
     chain: Option<Chain>,
     /// The number of the next entry file.
@@ -227,31 +227,26 @@ impl MemoryStore {
             })
     }
 
-    /// Encodes every entry (a new chain) or the changed ones (the next link
-    /// of the chain), and forgets what changed.
+    /// Encodes every entry (a new chain) or the changes (the next link of
+    /// the chain: tombstones for deleted keys, then the changed entries,
+    /// found by one pass over the table), and forgets what changed.
     fn encode_copy(&mut self, full: bool) -> Result<Vec<u8>, StateError> {
         let mut out = Vec::new();
         out.extend_from_slice(ENTRIES_MAGIC);
         if full {
             out.reserve(usize::try_from(self.bytes).unwrap_or(0) + self.map.len() * 8);
-            for entry in &mut self.map {
+        } else {
+            for key in &self.deleted {
+                encode(&mut out, key, None)?;
+            }
+        }
+        for entry in &mut self.map {
+            if full || entry.changed {
                 encode(&mut out, &entry.key, Some(&entry.value))?;
                 entry.changed = false;
             }
-        } else {
-            for key in &self.changed {
-                let hash = std::hash::BuildHasher::hash_one(&self.hasher, key.as_slice());
-                match self.map.find_mut(hash, |e| e.key == *key) {
-                    Some(entry) if entry.changed => {
-                        encode(&mut out, key, Some(&entry.value))?;
-                        entry.changed = false;
-                    }
-                    Some(_) => {} // listed twice, written already
-                    None => encode(&mut out, key, None)?,
-                }
-            }
         }
-        self.changed.clear();
+        self.deleted.clear();
         Ok(out)
     }
 }
@@ -272,9 +267,6 @@ impl StateStore for MemoryStore {
                 self.bytes = self.bytes + value.len() as u64 - e.value.len() as u64;
                 e.value.clear();
                 e.value.extend_from_slice(value);
-                if self.tracking && !e.changed {
-                    self.changed.push(key.to_vec());
-                }
                 e.changed = true;
             }
             None => {
@@ -286,9 +278,6 @@ impl StateStore for MemoryStore {
                     changed: true,
                 };
                 self.map.insert_unique(hash, entry, |e| e.hash);
-                if self.tracking {
-                    self.changed.push(key.to_vec());
-                }
             }
         }
         Ok(())
@@ -299,8 +288,8 @@ impl StateStore for MemoryStore {
         if let Ok(found) = self.map.find_entry(hash, |e| e.key == key) {
             let (entry, _) = found.remove();
             self.bytes -= (entry.key.len() + entry.value.len()) as u64;
-            if self.tracking && !entry.changed {
-                self.changed.push(entry.key);
+            if self.tracking {
+                self.deleted.push(entry.key);
             }
         }
         Ok(())
