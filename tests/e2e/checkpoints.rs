@@ -527,3 +527,54 @@ fn a_checkpoint_that_does_not_fit_the_pipeline_is_refused_by_name() {
         out.stderr
     );
 }
+
+/// `weir bench checkpoint` and `weir bench recovery` at a small size: one
+/// row per checkpoint (the savepoint that stops the run last), and a
+/// restart that replays what the "crash" lost.
+#[test]
+fn the_checkpoint_and_recovery_benchmarks_report_what_they_measured() {
+    let bench = |args: &[&str]| -> Vec<serde_json::Value> {
+        let out = ran(weir()
+            .arg("bench")
+            .args(args)
+            .args(["--events", "60000", "--checkpoint-ms", "200", "--json"])
+            .arg("--plugins")
+            .arg(crate::support::plugins())
+            .output()
+            .unwrap());
+        assert!(out.ok, "{}", out.stderr);
+        out.stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let rows = bench(&["checkpoint", "--backend", "memory"]);
+    let kinds: Vec<&str> = rows.iter().map(|r| r["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds.last(), Some(&"savepoint"), "{rows:?}");
+    for row in &rows {
+        assert_eq!(row["workload"], "checkpoint");
+        assert!(row["state_bytes"].as_u64().unwrap() > 0, "{row}");
+    }
+    // The state grows checkpoint by checkpoint (one new window per event).
+    let sizes: Vec<u64> = rows
+        .iter()
+        .map(|r| r["state_bytes"].as_u64().unwrap())
+        .collect();
+    assert!(sizes.first() < sizes.last(), "{sizes:?}");
+
+    let rows = bench(&["recovery", "--backend", "rocksdb"]);
+    let [row] = rows.as_slice() else {
+        panic!("one row: {rows:?}")
+    };
+    assert_eq!(row["variant"], "rocksdb");
+    assert!(row["state_bytes"].as_u64().unwrap() > 0, "{row}");
+    let (load, caught_up) = (
+        row["load_seconds"].as_f64().unwrap(),
+        row["caught_up_seconds"].as_f64().unwrap(),
+    );
+    assert!(0.0 < load && load <= caught_up, "{row}");
+    assert!(
+        row["events"].as_u64() >= row["replayed_events"].as_u64(),
+        "{row}"
+    );
+}

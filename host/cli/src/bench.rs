@@ -385,7 +385,7 @@ fn state_bench(
             for &parallelism in parallelisms {
                 let bench = bench_state::StateBench {
                     engine,
-                    plugins,
+                    plugin: plugins.join(args.workload.plugin()),
                     events: args.events,
                     keys: args.keys.unwrap_or(args.events).max(1),
                     parallelism,

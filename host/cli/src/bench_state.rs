@@ -39,8 +39,8 @@ use crate::wiring::{self, Restore};
 pub struct StateBench<'a> {
     /// The engine (its component cache is warm after the first run).
     pub engine: &'a WasmEngine,
-    /// Where the plugins are.
-    pub plugins: &'a Path,
+    /// The whole-window component (`user_sessions.wasm`).
+    pub plugin: PathBuf,
     /// Events the generator produces.
     pub events: u64,
     /// Distinct keys (windows).
@@ -73,7 +73,7 @@ impl StateBench<'_> {
             std::fs::remove_dir_all(&dir)?;
         }
         std::fs::create_dir_all(&dir)?;
-        let plugin = self.plugins.join("user_sessions.wasm");
+        let plugin = &self.plugin;
         anyhow::ensure!(
             plugin.exists(),
             "{} is missing: build the plugins (tests/build-plugins.sh)",

@@ -9,10 +9,12 @@
 //! 2. A subtask that has received barrier `n` on one input holds that
 //!    input's later messages back until `n` has arrived on all its inputs
 //!    (an input that has ended counts as arrived). Its state then reflects
-//!    exactly the events before the barrier: it writes its keyed state (a
-//!    RocksDB checkpoint or the memory store's entries) and its timers,
-//!    open windows and watermark into the checkpoint directory, passes the
-//!    barrier on and releases what it held back.
+//!    exactly the events before the barrier: it takes a copy of its keyed
+//!    state (a RocksDB checkpoint, or the memory store's changed entries
+//!    on top of its previous chain of entry files) and of what it keeps
+//!    beside it (watermark; a keyed subtask's timers), passes the barrier
+//!    on, releases what it held back, and writes the copy into the
+//!    checkpoint directory on a thread of its own.
 //! 3. Sinks align the same way and seal what they have written
 //!    ([`crate::sink::Sink::pre_commit`]): a file sink's part files are
 //!    flushed to disk but stay hidden.
@@ -26,7 +28,8 @@
 //! ([`crate::source::Source::seek`]) and gives each subtask the state of the
 //! key groups it owns — from one copy at the same parallelism, or several
 //! at another ([`crate::state::StateBackend::restore`], and the operators'
-//! `restore` for their timers).
+//! `restore` for their timers; window timers are rebuilt from the
+//! restored state's keys).
 
 pub mod coordinator;
 pub mod store;
@@ -212,7 +215,8 @@ pub fn subtask_dir(operator: &str, subtask: usize) -> String {
 
 /// Inside a subtask's checkpoint directory: the state store's copy…
 pub const STATE_DIR: &str = "state";
-/// …and the operator's timers, windows and watermark (postcard).
+/// …and what the operator keeps beside it (postcard): a window subtask's
+/// watermark and key groups, a keyed subtask's timers and TTL bookkeeping.
 pub const TIMERS_FILE: &str = "timers.bin";
 
 /// Takes a subtask's snapshot for `dir`: `store`'s copy under

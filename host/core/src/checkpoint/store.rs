@@ -455,6 +455,35 @@ mod tests {
     }
 
     #[test]
+    fn a_linked_immutable_file_keeps_the_checksum_it_was_first_listed_with() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::new(dir.path().to_path_buf());
+        let first = store.begin(1).unwrap();
+        let original = first.join("000001.kv");
+        std::fs::write(&original, b"entries").unwrap();
+        let listed = store.complete(manifest(1, CheckpointKind::Checkpoint), Instant::now());
+        let crc = listed.unwrap().files[0].crc32;
+        // The next checkpoint links the file; its contents change behind
+        // Weir's back (same size and modification time): the checksum is
+        // not computed again, so the damage is found on load.
+        let second = store.begin(2).unwrap();
+        std::fs::hard_link(&original, second.join("000001.kv")).unwrap();
+        let modified = std::fs::metadata(&original).unwrap().modified().unwrap();
+        std::fs::write(&original, b"ENTRIES").unwrap();
+        let file = std::fs::File::options()
+            .write(true)
+            .open(&original)
+            .unwrap();
+        file.set_modified(modified).unwrap();
+        let listed = store.complete(manifest(2, CheckpointKind::Checkpoint), Instant::now());
+        assert_eq!(listed.unwrap().files[0].crc32, crc);
+        assert!(matches!(
+            store.load(2),
+            Err(CheckpointError::Damaged { id: 2, .. })
+        ));
+    }
+
+    #[test]
     fn a_completed_checkpoint_loads_with_its_files_listed() {
         let dir = tempfile::tempdir().unwrap();
         let store = CheckpointStore::new(dir.path().join("checkpoints"));

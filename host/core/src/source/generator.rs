@@ -99,16 +99,11 @@ impl Source for BidGenerator {
     }
 
     fn position(&self) -> Option<SourcePosition> {
-        Some(SourcePosition::Generated {
-            events: self.seq,
-            rng: self.rng.0,
-        })
+        Some(at(self.seq, &self.rng))
     }
 
     fn seek(&mut self, position: &SourcePosition) -> Result<(), SourceError> {
-        let (events, rng) = generated(&self.name, position, self.end)?;
-        self.seq = events;
-        self.rng = SplitMix64(rng);
+        (self.seq, self.rng) = generated(&self.name, position, self.end)?;
         Ok(())
     }
 
@@ -130,11 +125,21 @@ impl Source for BidGenerator {
 }
 
 /// The generator state in `position`, checked against the generator's end.
+/// A generator's position: rows produced and its random state.
+fn at(seq: u64, rng: &SplitMix64) -> SourcePosition {
+    SourcePosition::Generated {
+        events: seq,
+        rng: rng.0,
+    }
+}
+
+/// The rows produced and random state of `position`, for a generator of
+/// at most `end` rows.
 fn generated(
     name: &str,
     position: &SourcePosition,
     end: Option<u64>,
-) -> Result<(u64, u64), SourceError> {
+) -> Result<(u64, SplitMix64), SourceError> {
     let error = |reason: String| SourceError::Resume {
         source_name: name.to_string(),
         reason,
@@ -144,7 +149,7 @@ fn generated(
             Some(end) if *events > end => Err(error(format!(
                 "the checkpoint is at event #{events}, past this generator's count ({end})"
             ))),
-            _ => Ok((*events, *rng)),
+            _ => Ok((*events, SplitMix64(*rng))),
         },
         other => Err(error(format!("a generator cannot resume at {other:?}"))),
     }
@@ -222,7 +227,7 @@ impl Source for SequenceGenerator {
     }
 
     fn seek(&mut self, position: &SourcePosition) -> Result<(), SourceError> {
-        self.next = generated(&self.name, position, self.count)?.0;
+        (self.next, _) = generated(&self.name, position, self.count)?;
         Ok(())
     }
 }
@@ -322,16 +327,11 @@ impl Source for ClickGenerator {
     }
 
     fn position(&self) -> Option<SourcePosition> {
-        Some(SourcePosition::Generated {
-            events: self.seq,
-            rng: self.rng.0,
-        })
+        Some(at(self.seq, &self.rng))
     }
 
     fn seek(&mut self, position: &SourcePosition) -> Result<(), SourceError> {
-        let (events, rng) = generated(&self.name, position, self.spec.count)?;
-        self.seq = events;
-        self.rng = SplitMix64(rng);
+        (self.seq, self.rng) = generated(&self.name, position, self.spec.count)?;
         Ok(())
     }
 

@@ -73,8 +73,11 @@ const ENTRIES_MAGIC: &[u8; 8] = b"WEIRKV02";
 const TOMBSTONE: u32 = u32::MAX;
 /// A chain this long is replaced by a full file…
 const MAX_CHAIN: usize = 64;
-/// …as is one holding more than this many times the live state.
+/// …as is one holding more than this many times the live state (at least
+/// of [`SMALL_STATE`], whose full rewrite costs little anyway).
 const MAX_CHAIN_GROWTH: u64 = 2;
+/// The live state counted as at least this big (1 MiB) for that ratio.
+const SMALL_STATE: u64 = 1 << 20;
 
 /// The entry files of a store's copy in `dir`, in the order to apply them.
 ///
@@ -223,7 +226,7 @@ impl MemoryStore {
             && self.chain.as_ref().is_some_and(|c| {
                 c.written.load(Ordering::Acquire)
                     && c.files.len() < MAX_CHAIN
-                    && c.bytes <= MAX_CHAIN_GROWTH * self.bytes.max(1 << 20)
+                    && c.bytes <= MAX_CHAIN_GROWTH * self.bytes.max(SMALL_STATE)
             })
     }
 
