@@ -186,6 +186,10 @@ impl WasmEngine {
             .wasm_backtrace_max_frames(std::num::NonZero::new(20))
             .max_wasm_stack(1 << 20)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        if std::env::var_os("WEIR_PERF_MAP").is_some() {
+            // `perf` names guest functions from /tmp/perf-PID.map.
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).map_err(|e| WasmError::Engine(e.to_string()))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
