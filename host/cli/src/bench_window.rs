@@ -200,8 +200,10 @@ struct Bid {
 }
 
 /// The same work as a plain loop: generate a batch, parse each bid's
-/// auction, count per (window, auction) in hash maps, fire windows as the
-/// watermark passes them, and write each result as JSON.
+/// auction, count per (slice, auction) in hash maps — a slice is the
+/// window for tumble, the 2 s slide for q5, as Weir keeps it — and as the
+/// watermark passes a window's end, add up its slices and write each result
+/// as JSON.
 pub fn native(workload: WindowWorkload, events: u64, batch: usize) -> anyhow::Result<Measured> {
     measure(|| {
         let (size, slide) = match workload {
@@ -211,10 +213,15 @@ pub fn native(workload: WindowWorkload, events: u64, batch: usize) -> anyhow::Re
         let mut generator = BidGenerator::new(42, Some(events));
         let mut writer = BatchWriter::with_capacity(batch * 220);
         let mut watermark = BoundedOutOfOrderness::new(OUT_OF_ORDERNESS_MS);
-        // Window start → auction → count.
-        let mut windows: BTreeMap<i64, HashMap<u64, u64>> = BTreeMap::new();
-        let mut out = Vec::with_capacity(1 << 16);
-        let mut results = 0u64;
+        let mut windows = NativeWindows {
+            workload,
+            size,
+            slide,
+            slices: BTreeMap::new(),
+            next_end: None,
+            out: Vec::with_capacity(1 << 16),
+            results: 0,
+        };
         loop {
             if generator.fill(&mut writer, batch) == 0 {
                 break;
@@ -222,78 +229,93 @@ pub fn native(workload: WindowWorkload, events: u64, batch: usize) -> anyhow::Re
             let bytes = writer.finish_into();
             for event in Batch::new(&bytes)?.iter() {
                 let bid: Bid = serde_json::from_slice(event.value)?;
-                let ts = event.timestamp;
-                let mut start = ts - ts.rem_euclid(slide);
-                while start > ts - size {
-                    *windows
-                        .entry(start)
-                        .or_default()
-                        .entry(bid.auction)
-                        .or_default() += 1;
-                    start -= slide;
-                }
-                watermark.observe(ts);
+                windows.add(event.timestamp, bid.auction);
+                watermark.observe(event.timestamp);
             }
-            results += fire(
-                workload,
-                &mut windows,
-                size,
-                watermark.watermark(),
-                &mut out,
-            );
+            windows.fire(watermark.watermark());
         }
-        results += fire(workload, &mut windows, size, i64::MAX, &mut out);
-        Ok(results)
+        windows.fire(i64::MAX);
+        Ok(windows.results)
     })
 }
 
-/// Fires every window whose end has passed; returns the results written.
-fn fire(
+/// The native loop's windows: bids per auction per slice.
+struct NativeWindows {
     workload: WindowWorkload,
-    windows: &mut BTreeMap<i64, HashMap<u64, u64>>,
     size: i64,
-    watermark: i64,
-    out: &mut Vec<u8>,
-) -> u64 {
-    use std::io::Write;
-    let mut results = 0;
-    while let Some((&start, _)) = windows.first_key_value() {
-        if start + size - 1 > watermark {
-            break;
-        }
-        let Some((start, counts)) = windows.pop_first() else {
-            break;
-        };
-        let end = start + size;
-        match workload {
-            WindowWorkload::Tumble => {
-                for (auction, num) in &counts {
-                    let _ = write!(
-                        out,
-                        "{{\"auction\":{auction},\"num\":{num},\"window_start\":{start},\"window_end\":{end}}}"
-                    );
-                    results += 1;
-                    out.clear();
+    slide: i64,
+    /// Slice start → auction → bids.
+    slices: BTreeMap<i64, HashMap<u64, u64>>,
+    /// The end of the next window to fire.
+    next_end: Option<i64>,
+    out: Vec<u8>,
+    results: u64,
+}
+
+impl NativeWindows {
+    fn add(&mut self, timestamp: i64, auction: u64) {
+        let start = timestamp - timestamp.rem_euclid(self.slide);
+        *self
+            .slices
+            .entry(start)
+            .or_default()
+            .entry(auction)
+            .or_default() += 1;
+        let first_end = start + self.slide;
+        self.next_end = Some(self.next_end.map_or(first_end, |end| end.min(first_end)));
+    }
+
+    /// Fires every window whose end has passed, then drops the slices no
+    /// window needs any more.
+    fn fire(&mut self, watermark: i64) {
+        use std::io::Write;
+        while let Some(end) = self.next_end.filter(|end| end - 1 <= watermark) {
+            let start = end - self.size;
+            let mut counts: HashMap<u64, u64> = HashMap::default();
+            for (_, slice) in self.slices.range(start..end) {
+                for (auction, n) in slice {
+                    *counts.entry(*auction).or_default() += n;
                 }
             }
-            WindowWorkload::Q5 => {
-                let max = counts.values().copied().max().unwrap_or(0);
-                let mut hot: Vec<u64> = counts
-                    .iter()
-                    .filter(|(_, n)| **n == max)
-                    .map(|(a, _)| *a)
-                    .collect();
-                hot.sort_unstable();
-                for auction in hot {
-                    let _ = write!(
-                        out,
-                        "{{\"auction\":{auction},\"num\":{max},\"window_start\":{start},\"window_end\":{end}}}"
-                    );
-                    results += 1;
-                    out.clear();
+            let out = &mut self.out;
+            match self.workload {
+                WindowWorkload::Tumble => {
+                    for (auction, num) in &counts {
+                        let _ = write!(
+                            out,
+                            "{{\"auction\":{auction},\"num\":{num},\"window_start\":{start},\"window_end\":{end}}}"
+                        );
+                        self.results += 1;
+                        out.clear();
+                    }
+                }
+                WindowWorkload::Q5 => {
+                    let max = counts.values().copied().max().unwrap_or(0);
+                    let mut hot: Vec<u64> = counts
+                        .iter()
+                        .filter(|(_, n)| **n == max)
+                        .map(|(a, _)| *a)
+                        .collect();
+                    hot.sort_unstable();
+                    for auction in hot {
+                        let _ = write!(
+                            out,
+                            "{{\"auction\":{auction},\"num\":{max},\"window_start\":{start},\"window_end\":{end}}}"
+                        );
+                        self.results += 1;
+                        out.clear();
+                    }
                 }
             }
+            // A slice's last window starts where the slice does.
+            while self
+                .slices
+                .first_key_value()
+                .is_some_and(|(s, _)| *s <= start)
+            {
+                self.slices.pop_first();
+            }
+            self.next_end = (!self.slices.is_empty()).then_some(end + self.slide);
         }
     }
-    results
 }

@@ -86,6 +86,78 @@ impl WindowSpec {
     }
 }
 
+/// How tumbling and sliding windows keep their state: per **slice** of
+/// `slice` ms, a window of `size` ms being `size / slice` consecutive slices
+/// (the slice sharing of Flink's SQL window aggregation). An event is
+/// stored once, in its slice, instead of once per window that contains it;
+/// a sliding window is assembled from its slices when it fires. A tumbling
+/// window is its own slice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Slicing {
+    slice: i64,
+    size: i64,
+}
+
+impl Slicing {
+    /// The slicing of a validated tumbling or sliding spec; `None` for
+    /// sessions.
+    pub(crate) fn of(spec: &WindowSpec) -> Option<Slicing> {
+        let ms = |v: u64| i64::try_from(v).unwrap_or(i64::MAX).max(1);
+        match *spec {
+            WindowSpec::Tumbling { size_ms } => Some(Slicing {
+                slice: ms(size_ms),
+                size: ms(size_ms),
+            }),
+            WindowSpec::Sliding { size_ms, slide_ms } => Some(Slicing {
+                slice: ms(slide_ms),
+                size: ms(size_ms),
+            }),
+            WindowSpec::Session { .. } => None,
+        }
+    }
+
+    /// True when a window is one slice (tumbling windows).
+    pub(crate) fn whole(&self) -> bool {
+        self.slice == self.size
+    }
+
+    /// Whether `unit` has the length of this slicing's slices.
+    pub(crate) fn is_slice(&self, unit: &Window) -> bool {
+        unit.end.saturating_sub(unit.start) == self.slice
+    }
+
+    /// The slice holding `timestamp`.
+    pub(crate) fn slice_of(&self, timestamp: i64) -> Window {
+        let start = timestamp - timestamp.rem_euclid(self.slice);
+        Window::new(start, start.saturating_add(self.slice))
+    }
+
+    /// The windows that contain `slice`, earliest first.
+    pub(crate) fn windows(&self, slice: &Window) -> impl Iterator<Item = Window> + use<> {
+        let (step, size, first_end) = (self.slice, self.size, slice.end);
+        (0..size / step).map(move |k| {
+            let end = first_end.saturating_add(k * step);
+            Window::new(end.saturating_sub(size), end)
+        })
+    }
+
+    /// The last window that contains `slice`: it fires last, so the slice
+    /// is needed until that window is cleaned up.
+    pub(crate) fn last_window(&self, slice: &Window) -> Window {
+        Window::new(slice.start, slice.start.saturating_add(self.size))
+    }
+
+    /// The slices `window` is made of, in time order.
+    pub(crate) fn slices(&self, window: &Window) -> impl Iterator<Item = Window> + use<> {
+        let (step, start) = (self.slice, window.start);
+        let count = window.end.saturating_sub(window.start) / step;
+        (0..count).map(move |k| {
+            let from = start.saturating_add(k * step);
+            Window::new(from, from.saturating_add(step))
+        })
+    }
+}
+
 /// A window: `[start, end)` in event-time milliseconds.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
@@ -198,6 +270,38 @@ mod tests {
             slide_ms: 2_000,
         };
         assert_eq!(windows(q5, 12_345).len(), 5);
+    }
+
+    #[test]
+    fn a_sliding_window_is_its_slices_and_a_slice_is_in_its_windows() {
+        let q5 = WindowSpec::Sliding {
+            size_ms: 10_000,
+            slide_ms: 2_000,
+        };
+        let slicing = Slicing::of(&q5).unwrap();
+        assert!(!slicing.whole());
+        let slice = slicing.slice_of(12_345);
+        assert_eq!(slice, Window::new(12_000, 14_000));
+        // The windows holding the slice are the windows holding any of its
+        // timestamps.
+        let mut assigned = Vec::new();
+        q5.assign(12_345, |w| assigned.push(w));
+        assigned.reverse();
+        let holding: Vec<Window> = slicing.windows(&slice).collect();
+        assert_eq!(holding, assigned);
+        assert_eq!(slicing.last_window(&slice), *holding.last().unwrap());
+        for window in holding {
+            let slices: Vec<Window> = slicing.slices(&window).collect();
+            assert_eq!(slices.len(), 5);
+            assert!(slices.contains(&slice));
+            assert_eq!((slices[0].start, slices[4].end), (window.start, window.end));
+        }
+        assert_eq!(slicing.slice_of(-1), Window::new(-2_000, 0));
+        let tumbling = Slicing::of(&WindowSpec::Tumbling { size_ms: 10 }).unwrap();
+        assert!(tumbling.whole());
+        let slice = tumbling.slice_of(19);
+        assert_eq!(tumbling.windows(&slice).collect::<Vec<_>>(), [slice]);
+        assert!(Slicing::of(&WindowSpec::Session { gap_ms: 5 }).is_none());
     }
 
     #[test]

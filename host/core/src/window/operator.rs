@@ -1,13 +1,15 @@
 //! The window operator of one subtask.
 //!
-//! Per input batch it finds each event's windows, drops what is later than
-//! the allowed lateness into the late output, groups the rest by (key,
-//! window) and hands the whole batch with its groups' accumulators to the
-//! window function in **one** call; the new accumulators replace the old
-//! only when that call succeeds, so a failing guest never leaves a batch
-//! half applied. Per watermark it fires the windows whose end has passed,
-//! in (end, key, start) order, so the output does not depend on arrival
-//! order or parallelism.
+//! Per input batch it finds each event's state unit — its slice for
+//! tumbling and sliding windows (see [`Slicing`]), its merged session
+//! otherwise — drops what is later than the allowed lateness into the late
+//! output, groups the rest by (key, unit) and hands the whole batch with
+//! its groups' accumulators to the window function in **one** call; the
+//! new accumulators replace the old only when that call succeeds, so a
+//! failing guest never leaves a batch half applied. Per watermark it fires
+//! the windows whose end has passed, in (end, key, start) order, so the
+//! output does not depend on arrival order or parallelism; a sliding window
+//! is assembled from its slices then, with the function's `merge`.
 
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
@@ -20,7 +22,7 @@ use weir_batch::window::{FiredWriter, Slots, SlotsWriter};
 use weir_batch::{Batch, BatchWriter, EventRef, FormatError};
 
 use super::timers::{Key, Timers};
-use super::{FunctionKind, Window, WindowFunction, WindowSpec};
+use super::{FunctionKind, Slicing, Window, WindowFunction, WindowSpec};
 use crate::checkpoint;
 use crate::keys::key_group;
 use crate::operator::{FailureKind, OperatorFailure};
@@ -53,6 +55,8 @@ const FIRE_CHUNK_BYTES: usize = 4 << 20;
 /// Keyed windows over host state for one subtask.
 pub struct WindowOperator {
     spec: WindowSpec,
+    /// Tumbling and sliding windows: state per slice.
+    slicing: Option<Slicing>,
     lateness: i64,
     max_parallelism: u16,
     function: Box<dyn WindowFunction>,
@@ -68,10 +72,10 @@ pub struct WindowOperator {
 
 /// What a checkpoint holds of a window subtask besides its store: its
 /// watermark and key groups. Timers and session sets are not stored: every
-/// window with state has a cleanup timer, and a fire timer while its end
-/// is ahead of the watermark, so a restore rebuilds them from the store's
-/// keys (which hold key and window) and the watermark of the subtask that
-/// wrote them.
+/// slice or session with state has a cleanup timer, and each window it is
+/// part of a fire timer while that window's end is ahead of the watermark,
+/// so a restore rebuilds them from the store's keys (which hold key and
+/// slice or session) and the watermark of the subtask that wrote them.
 #[derive(Serialize, Deserialize)]
 struct WindowSnapshot {
     watermark: i64,
@@ -98,6 +102,7 @@ impl WindowOperator {
     ) -> Self {
         WindowOperator {
             spec,
+            slicing: Slicing::of(&spec),
             lateness: i64::try_from(allowed_lateness_ms).unwrap_or(i64::MAX),
             max_parallelism,
             function,
@@ -160,29 +165,58 @@ impl WindowOperator {
                 .find(|s| (s.key_groups.0..=s.key_groups.1).contains(&group))
                 .map_or(lowest, |s| s.watermark)
         };
-        let sessions = matches!(self.spec, WindowSpec::Session { .. });
+        let slicing = self.slicing;
         let (timers, open_sessions) = (&mut self.timers, &mut self.sessions);
         let lateness = self.lateness;
+        let mut foreign = None;
         self.store.scan_keys(&mut |state_key| {
-            let Some((group, key, window)) = decode_state_key(state_key) else {
+            let Some((group, key, unit)) = decode_state_key(state_key) else {
                 return;
             };
             if !groups.contains(&group) {
                 return;
             }
-            if window.max_timestamp() > watermark_of(group) {
-                timers.fire_at(window.max_timestamp(), key.clone(), window);
-            }
-            if sessions {
-                open_sessions.entry(key.clone()).or_default().push(window);
-            }
-            let cleanup = window.max_timestamp().saturating_add(lateness);
-            timers.clean_up_at(cleanup, key, window);
+            let watermark = watermark_of(group);
+            let last = match slicing {
+                Some(slicing) if !slicing.is_slice(&unit) => {
+                    foreign.get_or_insert(unit);
+                    return;
+                }
+                Some(slicing) => {
+                    for window in slicing.windows(&unit) {
+                        if window.max_timestamp() > watermark {
+                            timers.fire_at(window.max_timestamp(), key.clone(), window);
+                        }
+                    }
+                    slicing.last_window(&unit)
+                }
+                None => {
+                    if unit.max_timestamp() > watermark {
+                        timers.fire_at(unit.max_timestamp(), key.clone(), unit);
+                    }
+                    open_sessions.entry(key.clone()).or_default().push(unit);
+                    unit
+                }
+            };
+            let cleanup = last.max_timestamp().saturating_add(lateness);
+            timers.clean_up_at(cleanup, key, unit);
         })?;
-        Ok(())
+        match foreign {
+            Some(unit) => Err(StateError(format!(
+                "`{}`: the checkpoint holds window state for [{}, {}), which is not a slice of \
+                 this operator's {:?} windows; restore it with the window spec (and Weir \
+                 version) that wrote it",
+                self.name(),
+                unit.start,
+                unit.end,
+                self.spec
+            ))),
+            None => Ok(()),
+        }
     }
 
-    /// Number of windows waiting to fire.
+    /// Fire timers waiting: windows that will fire (a sliding window may be
+    /// counted once per slice it has; they fire once).
     pub fn open_windows(&self) -> usize {
         self.timers.pending_fires()
     }
@@ -217,36 +251,33 @@ impl WindowOperator {
             _ => None,
         };
 
-        // Group (key, window) pairs; remember each event's pairs.
+        // Group (key, slice or session) pairs; remember each event's pair.
         let mut groups: HashMap<(Option<&[u8]>, Window), u32> = HashMap::default();
         let mut group_list: Vec<(Option<&[u8]>, Window)> = Vec::new();
         let mut assignments: Vec<u32> = Vec::with_capacity(events.len() * 2);
         for (index, event) in events.iter().enumerate() {
-            let mut any = false;
-            let mut assign = |window: Window, this: &Self| {
-                if this.is_late(&window) {
-                    return;
-                }
-                any = true;
-                let next = group_list.len() as u32;
-                let group = *groups.entry((event.key, window)).or_insert_with(|| {
-                    group_list.push((event.key, window));
-                    next
-                });
-                assignments.extend_from_slice(&[index as u32, group]);
-            };
-            match &session_windows {
-                Some(finals) => {
-                    if let Some(window) = finals[index] {
-                        assign(window, self);
+            let unit = match (&session_windows, self.slicing) {
+                // Late session events already went to `late`.
+                (Some(finals), _) => match finals[index] {
+                    Some(session) => session,
+                    None => continue,
+                },
+                (None, Some(slicing)) => {
+                    let slice = slicing.slice_of(event.timestamp);
+                    if self.is_late(&slicing.last_window(&slice)) {
+                        out.late.push_event(event);
+                        continue;
                     }
+                    slice
                 }
-                None => self.spec.assign(event.timestamp, |w| assign(w, self)),
-            }
-            // Session events that are late already went to `late`.
-            if !any && session_windows.is_none() {
-                out.late.push_event(event);
-            }
+                (None, None) => continue,
+            };
+            let next = group_list.len() as u32;
+            let group = *groups.entry((event.key, unit)).or_insert_with(|| {
+                group_list.push((event.key, unit));
+                next
+            });
+            assignments.extend_from_slice(&[index as u32, group]);
         }
         if group_list.is_empty() {
             return Ok(());
@@ -306,29 +337,51 @@ impl WindowOperator {
         Ok(())
     }
 
-    /// Registers timers for a window that just got its first event, and
-    /// notes windows that fired already and must fire again.
+    /// Registers timers for a slice or session that just got its first
+    /// event, and notes windows that fired already and must fire again.
     fn note_update(
         &mut self,
         key: Option<&[u8]>,
-        window: Window,
+        unit: Window,
         new: bool,
         refire: &mut Vec<(Key, Window)>,
     ) {
-        let fired = self.already_fired(&window);
+        let Some(slicing) = self.slicing else {
+            let fired = self.already_fired(&unit);
+            if !new && !fired {
+                return;
+            }
+            let key = key.map(<[u8]>::to_vec);
+            if fired {
+                refire.push((key.clone(), unit));
+            } else if new {
+                self.timers.fire_at(unit.max_timestamp(), key.clone(), unit);
+            }
+            if new {
+                self.timers.clean_up_at(self.cleanup_time(&unit), key, unit);
+            }
+            return;
+        };
+        // The windows holding a slice fire in time order: none of them has
+        // fired unless the first has.
+        let fired = self.already_fired(&slicing.windows(&unit).next().unwrap_or(unit));
         if !new && !fired {
-            return; // the hot path: an open window that has its timers
+            return; // the hot path: a slice whose windows have their timers
         }
         let key = key.map(<[u8]>::to_vec);
-        if fired {
-            refire.push((key.clone(), window));
-        } else if new {
-            self.timers
-                .fire_at(window.max_timestamp(), key.clone(), window);
+        for window in slicing.windows(&unit) {
+            if !self.already_fired(&window) {
+                if new {
+                    self.timers
+                        .fire_at(window.max_timestamp(), key.clone(), window);
+                }
+            } else if !self.is_late(&window) {
+                refire.push((key.clone(), window));
+            }
         }
         if new {
-            self.timers
-                .clean_up_at(self.cleanup_time(&window), key, window);
+            let cleanup = self.cleanup_time(&slicing.last_window(&unit));
+            self.timers.clean_up_at(cleanup, key, unit);
         }
     }
 
@@ -362,6 +415,14 @@ impl WindowOperator {
     /// of windows at once (the end of input) stays within the guest's
     /// memory. One output batch per call.
     fn fire(&mut self, windows: &[(Key, Window)]) -> Result<Vec<Vec<u8>>, WindowError> {
+        match self.slicing {
+            Some(slicing) if !slicing.whole() => self.fire_sliced(slicing, windows),
+            _ => self.fire_whole(windows),
+        }
+    }
+
+    /// Fires windows whose state is one entry (tumbling windows, sessions).
+    fn fire_whole(&mut self, windows: &[(Key, Window)]) -> Result<Vec<Vec<u8>>, WindowError> {
         let mut outputs = Vec::new();
         let mut fired = FiredWriter::new();
         for (key, window) in windows {
@@ -383,6 +444,48 @@ impl WindowOperator {
         }
         if !fired.is_empty() {
             outputs.push(self.fire_chunk(fired)?);
+        }
+        Ok(outputs)
+    }
+
+    /// Fires sliding windows: each window's slices are read, combined for
+    /// a whole chunk at once (one guest `merge` call per round of pairs),
+    /// then handed to the function.
+    fn fire_sliced(
+        &mut self,
+        slicing: Slicing,
+        windows: &[(Key, Window)],
+    ) -> Result<Vec<Vec<u8>>, WindowError> {
+        let mut outputs = Vec::new();
+        // The chunk: its windows, and the stored slices of each.
+        let mut heads: Vec<(&Key, Window)> = Vec::new();
+        let mut parts: Vec<Vec<Vec<u8>>> = Vec::new();
+        let mut chunk_bytes = 0;
+        for (index, (key, window)) in windows.iter().enumerate() {
+            let mut slices = Vec::new();
+            for slice in slicing.slices(window) {
+                self.fill_state_key(key.as_deref(), &slice);
+                if let Some(bytes) = self.store.get(&self.state_key)? {
+                    chunk_bytes += bytes.len();
+                    slices.push(bytes.to_vec());
+                }
+            }
+            heads.push((key, *window));
+            parts.push(slices);
+            let last = index + 1 == windows.len();
+            if last || heads.len() >= FIRE_CHUNK_WINDOWS || chunk_bytes >= FIRE_CHUNK_BYTES {
+                let combined = self.combine_many(std::mem::take(&mut parts))?;
+                let mut fired = FiredWriter::new();
+                for ((key, window), payload) in heads.drain(..).zip(combined) {
+                    if let Some(payload) = payload {
+                        fired.push(window.start, window.end, key.as_deref(), &payload);
+                    }
+                }
+                if !fired.is_empty() {
+                    outputs.push(self.fire_chunk(fired)?);
+                }
+                chunk_bytes = 0;
+            }
         }
         Ok(outputs)
     }
@@ -494,42 +597,72 @@ impl WindowOperator {
 
     /// Combines several windows' state into one (guest `merge` for
     /// aggregates, concatenation for whole-window state).
-    fn combine(&mut self, mut states: Vec<Vec<u8>>) -> Result<Option<Vec<u8>>, WindowError> {
-        if states.len() <= 1 {
-            return Ok(states.pop());
-        }
+    fn combine(&mut self, states: Vec<Vec<u8>>) -> Result<Option<Vec<u8>>, WindowError> {
+        Ok(self.combine_many(vec![states])?.pop().flatten())
+    }
+
+    /// Combines each list of states, in order, into one state: for
+    /// aggregates by rounds of the guest's `merge` over neighbouring pairs
+    /// (one call per round for all lists, so time order is kept), for
+    /// whole-window state by concatenating the events in time order.
+    fn combine_many(
+        &mut self,
+        mut lists: Vec<Vec<Vec<u8>>>,
+    ) -> Result<Vec<Option<Vec<u8>>>, WindowError> {
         match self.function.kind() {
-            FunctionKind::WholeWindow => {
-                let mut writer = BatchWriter::new();
-                for s in &states {
-                    for e in Batch::new(s)
-                        .map_err(|e| bad_input(self.name(), &e))?
-                        .iter()
-                    {
-                        writer.push_event(&e);
+            FunctionKind::WholeWindow => lists
+                .into_iter()
+                .map(|states| {
+                    if states.is_empty() {
+                        return Ok(None);
                     }
-                }
-                Ok(Some(writer.finish()))
-            }
+                    let mut writer = BatchWriter::new();
+                    for s in &states {
+                        for e in Batch::new(s)
+                            .map_err(|e| bad_input(self.name(), &e))?
+                            .iter()
+                        {
+                            writer.push_event(&e);
+                        }
+                    }
+                    Ok(Some(sorted_by_time(&writer.finish())))
+                })
+                .collect(),
             FunctionKind::Aggregate => {
-                while states.len() > 1 {
-                    let mut left = SlotsWriter::new();
-                    let mut right = SlotsWriter::new();
-                    let odd = (states.len() % 2 == 1).then(|| states.pop()).flatten();
-                    for pair in states.chunks(2) {
-                        left.push(Some(&pair[0]));
-                        right.push(Some(&pair[1]));
+                while lists.iter().any(|states| states.len() > 1) {
+                    let (mut left, mut right) = (SlotsWriter::new(), SlotsWriter::new());
+                    let mut pairs = 0;
+                    for states in &lists {
+                        for pair in states.chunks_exact(2) {
+                            left.push(Some(&pair[0]));
+                            right.push(Some(&pair[1]));
+                            pairs += 1;
+                        }
                     }
                     let merged = self.function.merge(&left.finish(), &right.finish())?;
                     let slots = Slots::new(&merged)
-                        .map_err(|e| bad_output(format!("`merge` output: {e}")))?;
-                    states = slots
-                        .iter()
-                        .map(|s| s.map(<[u8]>::to_vec).unwrap_or_default())
-                        .collect();
-                    states.extend(odd);
+                        .ok()
+                        .filter(|s| s.len() == pairs)
+                        .ok_or_else(|| {
+                            bad_output(format!(
+                                "`merge` must return {pairs} accumulators in the slots format"
+                            ))
+                        })?;
+                    let mut merged = slots.iter();
+                    for states in &mut lists {
+                        let odd = (states.len() % 2 == 1).then(|| states.pop()).flatten();
+                        let count = states.len() / 2;
+                        states.clear();
+                        for _ in 0..count {
+                            let slot = merged.next().flatten().ok_or_else(|| {
+                                bad_output("`merge` returned an empty slot".into())
+                            })?;
+                            states.push(slot.to_vec());
+                        }
+                        states.extend(odd);
+                    }
                 }
-                Ok(states.pop())
+                Ok(lists.into_iter().map(|mut states| states.pop()).collect())
             }
         }
     }

@@ -302,6 +302,29 @@ fn whole_window_functions_see_every_event_in_time_order() {
         10,
     );
     assert_eq!(r.results, ["0..10:a,b", "10..20:c"]);
+    // Sliding windows are assembled from slices: still every event, in
+    // time order, ties in arrival order.
+    let spec = WindowSpec::Sliding {
+        size_ms: 10,
+        slide_ms: 5,
+    };
+    let mut op = operator(spec, 0, Box::new(Collect));
+    let r = run(
+        &mut op,
+        &[
+            ("u", 7, "c"),
+            ("u", 1, "a"),
+            ("u", 7, "d"),
+            ("u", 4, "b"),
+            ("u", 12, "e"),
+        ],
+        2,
+        10,
+    );
+    assert_eq!(
+        r.results,
+        ["-5..5:a,b", "0..10:a,b,c,d", "5..15:c,d,e", "10..20:e"]
+    );
 }
 
 #[test]
@@ -405,8 +428,54 @@ const SPECS: [WindowSpec; 3] = [
     WindowSpec::Session { gap_ms: 30 },
 ];
 
+/// What the windows must hold, computed the plain way: every event counted
+/// in every window [`WindowSpec::assign`] gives it, as `key@start..end=n`.
+fn reference_counts(
+    spec: WindowSpec,
+    events: &[(u8, i64)],
+) -> BTreeMap<(String, i64, i64), String> {
+    let mut counts: BTreeMap<(String, i64, i64), u64> = BTreeMap::new();
+    for (key, ts) in events {
+        spec.assign(*ts, |w| {
+            *counts
+                .entry((format!("k{key}"), w.start, w.end))
+                .or_default() += 1
+        });
+    }
+    counts
+        .into_iter()
+        .map(|(k, n)| (k, n.to_string()))
+        .collect()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// Sliding windows kept as slices count what the plain definition
+    /// counts: each event in every window that contains it, each window
+    /// once, in (end, key, start) order; with disorder within the allowed
+    /// lateness, windows re-fire and the final results still agree.
+    #[test]
+    fn sliced_windows_count_what_plain_windows_count(
+        events in arbitrary_events(),
+        jitter in proptest::collection::vec(any::<u16>(), 1..50),
+        batch in 1usize..20,
+        slides in 1u64..6,
+        slide in 1u64..60,
+    ) {
+        let spec = WindowSpec::Sliding { size_ms: slides * slide, slide_ms: slide };
+        let expected = reference_counts(spec, &events);
+        let mut sorted = events.clone();
+        sorted.sort_by_key(|(_, ts)| *ts);
+        let straight = run_events(spec, 0, 0, &sorted, batch);
+        prop_assert!(straight.late.is_empty());
+        prop_assert_eq!(finals(&straight.results), expected.clone());
+        prop_assert_eq!(straight.results.len(), expected.len(), "each window fires once");
+        let shuffled = shuffle_within(&events, &jitter, 80);
+        let late_but_allowed = run_events(spec, 80, 0, &shuffled, batch);
+        prop_assert!(late_but_allowed.late.is_empty());
+        prop_assert_eq!(finals(&late_but_allowed.results), expected);
+    }
 
     /// Disorder within the watermark's out-of-orderness: exactly the same
     /// results, in the same order.
@@ -517,6 +586,61 @@ fn restored_tumbling_windows_fire_once_even_when_fired_before_the_checkpoint() {
             ("a", 300, ""),
             ("b", 1, "too late"),
         ],
+    );
+}
+
+#[test]
+fn restored_sliding_windows_fire_once_from_their_slices() {
+    restored_equals_straight(
+        WindowSpec::Sliding {
+            size_ms: 30,
+            slide_ms: 10,
+        },
+        40,
+        &[
+            ("a", 5, ""),
+            ("b", 16, ""),
+            ("a", 27, ""),
+            ("a", 41, ""),
+            ("b", 12, "late but allowed"),
+            ("c", 52, ""),
+            ("a", 8, "late but allowed"),
+            ("b", 95, ""),
+            ("a", 30, "late but allowed"),
+            ("a", 300, ""),
+            ("b", 2, "too late"),
+        ],
+    );
+}
+
+#[test]
+fn state_of_other_windows_is_refused_on_restore() {
+    use crate::state::{MemoryBackend, StateBackend};
+    let dir = tempfile::tempdir().unwrap();
+    let mut tumbling = operator(WindowSpec::Tumbling { size_ms: 10 }, 0, Box::new(Count));
+    feed(
+        &mut tumbling,
+        &[("a", 6, "")],
+        1,
+        &mut BoundedOutOfOrderness::new(100),
+        &mut Run::default(),
+    );
+    tumbling.checkpoint(dir.path()).unwrap()().unwrap();
+    let store = MemoryBackend
+        .restore("count", 0, &[dir.path().join("state")], 0..=127)
+        .unwrap();
+    let spec = WindowSpec::Sliding {
+        size_ms: 10,
+        slide_ms: 5,
+    };
+    let mut sliding = WindowOperator::new(spec, 0, 128, Box::new(Count), store);
+    let error = sliding
+        .restore(&[dir.path().to_path_buf()], &(0..=127))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("[0, 10)") && error.contains("not a slice"),
+        "{error}"
     );
 }
 
