@@ -9,9 +9,6 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
-use serde_json::value::RawValue;
-
 /// The default number of key groups.
 pub const DEFAULT_MAX_PARALLELISM: u16 = 128;
 
@@ -62,6 +59,12 @@ impl fmt::Display for KeySelector {
 /// building the object: strings give their (unescaped) text, anything else
 /// its JSON text.
 ///
+/// It scans only as far as the field, so it runs once per event on the
+/// routing path at the cost of a few comparisons for a leading field. The
+/// rest of the object is not checked: sources check that each line is JSON
+/// before it gets here (see `source::jsonl`), and the operator that reads
+/// the value parses it anyway.
+///
 /// ```
 /// use weir_core::keys::json_field;
 /// assert_eq!(&*json_field(br#"{"a":{"x":1},"page":"/home"}"#, "page").unwrap(), b"/home");
@@ -70,75 +73,160 @@ impl fmt::Display for KeySelector {
 /// ```
 ///
 /// # Errors
-/// Malformed JSON, a value that is not an object, or a missing or `null`
-/// field.
+/// A value that is not an object, JSON malformed before the field (or
+/// anywhere, when the field is missing), or a missing or `null` field.
 pub fn json_field<'a>(value: &'a [u8], field: &str) -> Result<Cow<'a, [u8]>, String> {
-    let mut de = serde_json::Deserializer::from_slice(value);
-    let found = de::Deserializer::deserialize_map(&mut de, FieldVisitor { field })
-        .map_err(|e| format!("cannot read field `{field}`: {e}"))?;
-    let raw = found.ok_or_else(|| format!("the field `{field}` is missing"))?;
-    let text = raw.get();
-    if text == "null" {
-        return Err(format!("the field `{field}` is null"));
-    }
-    if text.starts_with('"') {
-        if !text.contains('\\') {
-            let inner = &text[1..text.len() - 1];
-            // Borrow from `value`: `raw` points into it.
-            let offset = inner.as_ptr() as usize - value.as_ptr() as usize;
-            return Ok(Cow::Borrowed(&value[offset..offset + inner.len()]));
+    let mut scan = Scanner {
+        bytes: value,
+        at: 0,
+    };
+    let raw = scan
+        .find_field(field.as_bytes())
+        .map_err(|e| format!("cannot read field `{field}`: {e} at byte {}", scan.at))?
+        .ok_or_else(|| format!("the field `{field}` is missing"))?;
+    match raw {
+        b"null" => Err(format!("the field `{field}` is null")),
+        [b'"', inner @ .., b'"'] if !inner.contains(&b'\\') => Ok(Cow::Borrowed(inner)),
+        [b'"', ..] => {
+            let s: String = serde_json::from_slice(raw)
+                .map_err(|e| format!("cannot read field `{field}`: {e}"))?;
+            Ok(Cow::Owned(s.into_bytes()))
         }
-        let s: String = serde_json::from_str(text).map_err(|e| e.to_string())?;
-        return Ok(Cow::Owned(s.into_bytes()));
+        _ => Ok(Cow::Borrowed(raw)),
     }
-    let offset = text.as_ptr() as usize - value.as_ptr() as usize;
-    Ok(Cow::Borrowed(&value[offset..offset + text.len()]))
 }
 
-struct FieldVisitor<'f> {
-    field: &'f str,
+/// Just enough of a JSON reader to step over values.
+struct Scanner<'a> {
+    bytes: &'a [u8],
+    at: usize,
 }
 
-impl<'de> Visitor<'de> for FieldVisitor<'_> {
-    type Value = Option<&'de RawValue>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON object")
+impl<'a> Scanner<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.at).copied()
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut found = None;
-        while let Some(name) = map.next_key_seed(KeyIs { field: self.field })? {
-            if name && found.is_none() {
-                found = Some(map.next_value::<&'de RawValue>()?);
-            } else {
-                map.next_value::<IgnoredAny>()?;
+    fn skip_whitespace(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.at += 1;
+        }
+    }
+
+    fn expect(&mut self, byte: u8) -> Result<(), String> {
+        self.skip_whitespace();
+        if self.peek() == Some(byte) {
+            self.at += 1;
+            Ok(())
+        } else {
+            Err(format!("expected `{}`", byte as char))
+        }
+    }
+
+    /// The raw value of top-level field `field`, if the object has it.
+    fn find_field(&mut self, field: &[u8]) -> Result<Option<&'a [u8]>, String> {
+        self.skip_whitespace();
+        if self.peek() != Some(b'{') {
+            return Err("not a JSON object".into());
+        }
+        self.at += 1;
+        self.skip_whitespace();
+        if self.peek() == Some(b'}') {
+            return Ok(None);
+        }
+        loop {
+            self.skip_whitespace();
+            let name = self.value()?;
+            if name.first() != Some(&b'"') {
+                return Err("expected a field name".into());
+            }
+            self.expect(b':')?;
+            self.skip_whitespace();
+            let value = self.value()?;
+            if is_name(name, field)? {
+                return Ok(Some(value));
+            }
+            self.skip_whitespace();
+            match self.peek() {
+                Some(b',') => self.at += 1,
+                Some(b'}') => return Ok(None),
+                _ => return Err("expected `,` or `}`".into()),
             }
         }
-        Ok(found)
+    }
+
+    /// Steps over one value and returns its text.
+    fn value(&mut self) -> Result<&'a [u8], String> {
+        let start = self.at;
+        match self.peek() {
+            Some(b'"') => self.string()?,
+            Some(b'{' | b'[') => {
+                let mut depth = 0usize;
+                loop {
+                    match self.peek() {
+                        Some(b'"') => self.string()?,
+                        Some(b'{' | b'[') => {
+                            depth += 1;
+                            self.at += 1;
+                        }
+                        Some(b'}' | b']') => {
+                            depth -= 1;
+                            self.at += 1;
+                            if depth == 0 {
+                                break;
+                            }
+                        }
+                        Some(_) => self.at += 1,
+                        None => return Err("unexpected end".into()),
+                    }
+                }
+            }
+            Some(_) => {
+                while !matches!(
+                    self.peek(),
+                    None | Some(b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')
+                ) {
+                    self.at += 1;
+                }
+                if self.at == start {
+                    return Err("expected a value".into());
+                }
+            }
+            None => return Err("unexpected end".into()),
+        }
+        Ok(&self.bytes[start..self.at])
+    }
+
+    /// Steps over a string, quotes included.
+    fn string(&mut self) -> Result<(), String> {
+        self.at += 1;
+        loop {
+            match self.bytes[self.at.min(self.bytes.len())..]
+                .iter()
+                .position(|b| matches!(b, b'"' | b'\\'))
+            {
+                Some(offset) if self.bytes[self.at + offset] == b'"' => {
+                    self.at += offset + 1;
+                    return Ok(());
+                }
+                Some(offset) => self.at += offset + 2, // an escape: skip the escaped byte
+                None => {
+                    self.at = self.bytes.len();
+                    return Err("unterminated string".into());
+                }
+            }
+        }
     }
 }
 
-/// Compares a map key with the wanted field without allocating.
-struct KeyIs<'f> {
-    field: &'f str,
-}
-
-impl<'de> DeserializeSeed<'de> for KeyIs<'_> {
-    type Value = bool;
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
-        d.deserialize_str(self)
+/// Whether the quoted field name `name` is `field`.
+fn is_name(name: &[u8], field: &[u8]) -> Result<bool, String> {
+    let inner = &name[1..name.len() - 1];
+    if !inner.contains(&b'\\') {
+        return Ok(inner == field);
     }
-}
-
-impl<'de> Visitor<'de> for KeyIs<'_> {
-    type Value = bool;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a field name")
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<bool, E> {
-        Ok(v == self.field)
-    }
+    let unescaped: String = serde_json::from_slice(name).map_err(|e| e.to_string())?;
+    Ok(unescaped.as_bytes() == field)
 }
 
 /// The key group of a key, in `0..max_parallelism`. Stable across runs,
@@ -212,6 +300,17 @@ mod tests {
         );
         assert!(json_field(b"[1]", "s").is_err());
         assert!(json_field(b"{\"s\":", "s").is_err());
+        assert!(json_field(b"{\"s\"", "s").is_err());
+        assert!(json_field(br#"{"t":"x"y,"s":1}"#, "s").is_err());
+        assert!(json_field(br#"{"t":"unterminated}"#, "s").is_err());
+        assert!(json_field(br#"{"t":[1,2}"#, "s").is_err());
+        // Escapes in names and in skipped strings.
+        assert_eq!(
+            &*json_field(br#"{"q":"a\"}","\u0073":2}"#, "s").unwrap(),
+            b"2"
+        );
+        assert_eq!(&*json_field(br#" { "s" : 7 , "t":1}"#, "s").unwrap(), b"7");
+        assert!(json_field(b"{}", "s").unwrap_err().contains("missing"));
         // A nested field of the same name is not the top-level one.
         assert!(json_field(br#"{"o":{"s":1}}"#, "s").is_err());
     }

@@ -185,14 +185,14 @@ impl WindowOperator {
                 Some(slicing) => {
                     for window in slicing.windows(&unit) {
                         if window.max_timestamp() > watermark {
-                            timers.fire_at(window.max_timestamp(), key.clone(), window);
+                            timers.fire_at(window.max_timestamp(), key.as_deref(), window);
                         }
                     }
                     slicing.last_window(&unit)
                 }
                 None => {
                     if unit.max_timestamp() > watermark {
-                        timers.fire_at(unit.max_timestamp(), key.clone(), unit);
+                        timers.fire_at(unit.max_timestamp(), key.as_deref(), unit);
                     }
                     open_sessions.entry(key.clone()).or_default().push(unit);
                     unit
@@ -215,8 +215,7 @@ impl WindowOperator {
         }
     }
 
-    /// Fire timers waiting: windows that will fire (a sliding window may be
-    /// counted once per slice it has; they fire once).
+    /// Number of windows waiting to fire.
     pub fn open_windows(&self) -> usize {
         self.timers.pending_fires()
     }
@@ -351,14 +350,15 @@ impl WindowOperator {
             if !new && !fired {
                 return;
             }
-            let key = key.map(<[u8]>::to_vec);
             if fired {
-                refire.push((key.clone(), unit));
+                refire.push((key.map(<[u8]>::to_vec), unit));
             } else if new {
-                self.timers.fire_at(unit.max_timestamp(), key.clone(), unit);
+                self.timers.fire_at(unit.max_timestamp(), key, unit);
             }
             if new {
-                self.timers.clean_up_at(self.cleanup_time(&unit), key, unit);
+                let cleanup = self.cleanup_time(&unit);
+                self.timers
+                    .clean_up_at(cleanup, key.map(<[u8]>::to_vec), unit);
             }
             return;
         };
@@ -368,20 +368,19 @@ impl WindowOperator {
         if !new && !fired {
             return; // the hot path: a slice whose windows have their timers
         }
-        let key = key.map(<[u8]>::to_vec);
         for window in slicing.windows(&unit) {
             if !self.already_fired(&window) {
                 if new {
-                    self.timers
-                        .fire_at(window.max_timestamp(), key.clone(), window);
+                    self.timers.fire_at(window.max_timestamp(), key, window);
                 }
             } else if !self.is_late(&window) {
-                refire.push((key.clone(), window));
+                refire.push((key.map(<[u8]>::to_vec), window));
             }
         }
         if new {
             let cleanup = self.cleanup_time(&slicing.last_window(&unit));
-            self.timers.clean_up_at(cleanup, key, unit);
+            self.timers
+                .clean_up_at(cleanup, key.map(<[u8]>::to_vec), unit);
         }
     }
 

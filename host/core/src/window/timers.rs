@@ -1,14 +1,19 @@
 //! A window subtask's timers, grouped by time.
 //!
-//! Every window with state has a cleanup timer, and a fire timer while its
-//! end is ahead of the watermark. Many windows share a time (every key's
-//! window of the same tumbling or sliding period), so timers are kept per
-//! time: adding one is a push, and a restore that rebuilds millions of them
-//! does no sorting. The windows of one time are sorted when they fire, by
-//! key then window, so the firing order (time, key, start) does not depend
-//! on arrival order or parallelism.
+//! Every slice or session with state has a cleanup timer, and each window
+//! it is part of a fire timer while that window's end is ahead of the
+//! watermark. Many windows share a time (every key's window of the same
+//! tumbling or sliding period), so timers are kept per time, and a restore
+//! that rebuilds millions of them does no sorting. A window's fire timer is
+//! kept once however many of its slices ask for it (a set per time, as
+//! Flink's timer service dedupes). The windows of one time are sorted when
+//! they fire, by key then window, so the firing order (time, key, start)
+//! does not depend on arrival order or parallelism.
 
 use std::collections::BTreeMap;
+use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
 
 use super::Window;
 
@@ -18,7 +23,8 @@ pub(super) type Key = Option<Vec<u8>>;
 /// What is due at one time.
 #[derive(Debug, Default)]
 struct Due {
-    fire: Vec<(Key, Window)>,
+    /// Each window once.
+    fire: HashTable<(Key, Window)>,
     cleanup: Vec<(Key, Window)>,
 }
 
@@ -26,6 +32,11 @@ struct Due {
 #[derive(Debug, Default)]
 pub(super) struct Timers {
     by_time: BTreeMap<i64, Due>,
+    hasher: foldhash::fast::RandomState,
+}
+
+fn hash_of(hasher: &foldhash::fast::RandomState, key: Option<&[u8]>, window: &Window) -> u64 {
+    hasher.hash_one((key, window))
 }
 
 /// What a watermark made due: windows to fire, in firing order, and
@@ -36,13 +47,18 @@ pub(super) struct DueNow {
 }
 
 impl Timers {
-    /// Fires `window` of `key` once the watermark reaches `time`.
-    pub fn fire_at(&mut self, time: i64, key: Key, window: Window) {
-        self.by_time
-            .entry(time)
-            .or_default()
-            .fire
-            .push((key, window));
+    /// Fires `window` of `key` once the watermark reaches `time` (once,
+    /// however often this is called for it).
+    pub fn fire_at(&mut self, time: i64, key: Option<&[u8]>, window: Window) {
+        let hasher = &self.hasher;
+        let hash = hash_of(hasher, key, &window);
+        let fire = &mut self.by_time.entry(time).or_default().fire;
+        let same = |(k, w): &(Key, Window)| k.as_deref() == key && *w == window;
+        if fire.find(hash, same).is_none() {
+            fire.insert_unique(hash, (key.map(<[u8]>::to_vec), window), |(k, w)| {
+                hash_of(hasher, k.as_deref(), w)
+            });
+        }
     }
 
     /// Drops `window` of `key` once the watermark reaches `time`.
@@ -58,15 +74,15 @@ impl Timers {
     /// of `window` of `key` (a session merged into another).
     pub fn remove(&mut self, fire: i64, cleanup: i64, key: &Key, window: &Window) {
         let same = |(k, w): &(Key, Window)| k == key && w == window;
+        let hash = hash_of(&self.hasher, key.as_deref(), window);
         for (time, is_fire) in [(fire, true), (cleanup, false)] {
             if let Some(due) = self.by_time.get_mut(&time) {
-                let list = if is_fire {
-                    &mut due.fire
-                } else {
-                    &mut due.cleanup
-                };
-                if let Some(at) = list.iter().position(same) {
-                    list.swap_remove(at);
+                if is_fire {
+                    if let Ok(found) = due.fire.find_entry(hash, same) {
+                        found.remove();
+                    }
+                } else if let Some(at) = due.cleanup.iter().position(same) {
+                    due.cleanup.swap_remove(at);
                 }
                 if due.fire.is_empty() && due.cleanup.is_empty() {
                     self.by_time.remove(&time);
@@ -86,9 +102,9 @@ impl Timers {
                 break;
             }
             let mut due = entry.remove();
-            due.fire.sort_unstable();
-            due.fire.dedup();
-            now.fire.append(&mut due.fire);
+            let mut fire: Vec<(Key, Window)> = due.fire.into_iter().collect();
+            fire.sort_unstable();
+            now.fire.append(&mut fire);
             now.cleanup.append(&mut due.cleanup);
         }
         now
@@ -109,13 +125,24 @@ mod tests {
     }
 
     #[test]
+    fn a_window_asked_for_twice_fires_once() {
+        let mut timers = Timers::default();
+        let w = Window::new(0, 10);
+        timers.fire_at(9, Some(b"k"), w);
+        timers.fire_at(9, Some(b"k"), w);
+        timers.fire_at(9, None, w);
+        assert_eq!(timers.pending_fires(), 2);
+        assert_eq!(timers.take_due(9).fire, [(None, w), (key("k"), w)]);
+    }
+
+    #[test]
     fn due_windows_fire_by_time_then_key_then_start() {
         let mut timers = Timers::default();
         for (time, k, start) in [(19, "b", 10), (9, "b", 0), (19, "a", 12), (9, "a", 0)] {
-            timers.fire_at(time, key(k), Window::new(start, time + 1));
+            timers.fire_at(time, Some(k.as_bytes()), Window::new(start, time + 1));
             timers.clean_up_at(time + 100, key(k), Window::new(start, time + 1));
         }
-        timers.fire_at(19, key("a"), Window::new(10, 20));
+        timers.fire_at(19, Some(b"a"), Window::new(10, 20));
         let due = timers.take_due(19);
         let order: Vec<(String, i64)> = due
             .fire
@@ -141,9 +168,9 @@ mod tests {
     fn removed_timers_do_not_come_due() {
         let mut timers = Timers::default();
         let w = Window::new(0, 10);
-        timers.fire_at(9, key("k"), w);
+        timers.fire_at(9, Some(b"k"), w);
         timers.clean_up_at(9, key("k"), w);
-        timers.fire_at(9, key("other"), w);
+        timers.fire_at(9, Some(b"other"), w);
         timers.remove(9, 9, &key("k"), &w);
         assert_eq!(timers.pending_fires(), 1);
         let due = timers.take_due(9);
