@@ -251,8 +251,9 @@ impl WindowOperator {
         };
 
         // Group (key, slice or session) pairs; remember each event's pair.
-        let mut groups: HashMap<(Option<&[u8]>, Window), u32> = HashMap::default();
-        let mut group_list: Vec<(Option<&[u8]>, Window)> = Vec::new();
+        let mut groups: HashMap<(Option<&[u8]>, Window), u32> =
+            HashMap::with_capacity_and_hasher(events.len(), Default::default());
+        let mut group_list: Vec<(Option<&[u8]>, Window)> = Vec::with_capacity(events.len());
         let mut assignments: Vec<u32> = Vec::with_capacity(events.len() * 2);
         for (index, event) in events.iter().enumerate() {
             let unit = match (&session_windows, self.slicing) {
@@ -287,8 +288,14 @@ impl WindowOperator {
             FunctionKind::Aggregate => {
                 let mut slots = SlotsWriter::with_capacity(group_list.len() * 16);
                 let mut is_new = Vec::with_capacity(group_list.len());
+                // Each group's state key, built once for the read and the
+                // write.
+                let mut state_keys = Vec::with_capacity(group_list.len() * 32);
+                let mut key_ends = Vec::with_capacity(group_list.len());
                 for (key, window) in &group_list {
                     self.fill_state_key(*key, window);
+                    state_keys.extend_from_slice(&self.state_key);
+                    key_ends.push(state_keys.len());
                     let acc = self.store.get(&self.state_key)?;
                     is_new.push(acc.is_none());
                     slots.push(acc);
@@ -303,12 +310,16 @@ impl WindowOperator {
                             group_list.len()
                         ))
                     })?;
-                for (((key, window), acc), new) in group_list.iter().zip(updated.iter()).zip(is_new)
+                let mut start = 0;
+                for (((key, window), acc), (new, end)) in group_list
+                    .iter()
+                    .zip(updated.iter())
+                    .zip(is_new.into_iter().zip(key_ends))
                 {
                     let acc =
                         acc.ok_or_else(|| bad_output("`add` returned an empty slot".into()))?;
-                    self.fill_state_key(*key, window);
-                    self.store.put(&self.state_key, acc)?;
+                    self.store.put(&state_keys[start..end], acc)?;
+                    start = end;
                     self.note_update(*key, *window, new, &mut refire);
                 }
             }
