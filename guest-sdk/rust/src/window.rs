@@ -105,7 +105,11 @@ pub trait Aggregate: Sized + 'static {
     /// An event the aggregate cannot handle.
     fn add(&mut self, acc: &mut Self::Acc, event: &Event<'_>) -> Result<(), Error>;
 
-    /// Folds `other` into `acc` (two session windows joined).
+    /// Folds `other` into `acc`: two session windows joined, or the slices
+    /// a sliding window is made of (the host adds each event once, to its
+    /// slice, and merges the slices in time order when the window fires;
+    /// `other` is then the later one). The result must be what adding all
+    /// their events to one accumulator gives.
     fn merge(&mut self, acc: &mut Self::Acc, other: Self::Acc);
 
     /// Emits the result of a window that fires.

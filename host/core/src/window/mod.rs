@@ -228,7 +228,8 @@ pub trait WindowFunction: Send {
     ) -> Result<Vec<u8>, OperatorFailure>;
 
     /// Merges accumulators pairwise, `left[i]` with `right[i]` (aggregate
-    /// only; session windows).
+    /// only): joined sessions, and a sliding window's slices (`left` the
+    /// earlier).
     ///
     /// # Errors
     /// The function failed.
