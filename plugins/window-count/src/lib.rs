@@ -9,6 +9,7 @@
 //! auction, window_start, window_end` is this operator with `key_by =
 //! "auction"` and a tumbling window.
 
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::value::RawValue;
 use weir_guest::window::{Aggregate, Window};
 use weir_guest::{Config, Error, Event, Output};
@@ -17,6 +18,29 @@ use weir_guest::{Config, Error, Event, Output};
 pub struct WindowCount {
     key_name: String,
     count_name: String,
+}
+
+/// A result row, written straight into the output: the key is a JSON
+/// number when it is one.
+struct Row<'a> {
+    names: &'a WindowCount,
+    key: Result<&'a RawValue, &'a str>,
+    count: u64,
+    window: &'a Window<'a>,
+}
+
+impl Serialize for Row<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(4))?;
+        match self.key {
+            Ok(number) => map.serialize_entry(&self.names.key_name, number)?,
+            Err(text) => map.serialize_entry(&self.names.key_name, text)?,
+        }
+        map.serialize_entry(&self.names.count_name, &self.count)?;
+        map.serialize_entry("window_start", &self.window.start)?;
+        map.serialize_entry("window_end", &self.window.end)?;
+        map.end()
+    }
 }
 
 impl Aggregate for WindowCount {
@@ -40,23 +64,18 @@ impl Aggregate for WindowCount {
 
     fn result(&mut self, window: &Window<'_>, acc: u64, out: &mut Output) -> Result<(), Error> {
         let key = window.key_str()?;
-        let numeric = !key.is_empty()
-            && key.bytes().all(|b| b.is_ascii_digit() || b == b'-')
-            && serde_json::from_str::<&RawValue>(key).is_ok();
-        let key_json = if numeric {
-            key.to_string()
-        } else {
-            serde_json::to_string(key)?
+        let numeric = !key.is_empty() && key.bytes().all(|b| b.is_ascii_digit() || b == b'-');
+        let key = match numeric {
+            true => serde_json::from_str::<&RawValue>(key).map_err(|_| key),
+            false => Err(key),
         };
-        let text = format!(
-            "{{{}:{key_json},{}:{acc},\"window_start\":{},\"window_end\":{}}}",
-            serde_json::to_string(&self.key_name)?,
-            serde_json::to_string(&self.count_name)?,
-            window.start,
-            window.end
-        );
-        let value = RawValue::from_string(text)?;
-        window.emit_json(out, &value)
+        let row = Row {
+            names: self,
+            key,
+            count: acc,
+            window,
+        };
+        window.emit_json(out, &row)
     }
 }
 
