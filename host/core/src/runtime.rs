@@ -646,11 +646,8 @@ fn run_source(
         }
         last_event = Instant::now();
         idle = false;
-        if let Ok(events) = Batch::new(&batch.bytes) {
-            for event in events.iter() {
-                generator.observe(event.timestamp);
-            }
-        }
+        // A malformed batch fails where it is routed.
+        let _ = weir_batch::read_events(&batch.bytes, |e| generator.observe(e.timestamp));
         let len = batch.len as u64;
         read += len;
         match out.send(batch) {
@@ -908,32 +905,45 @@ impl Router {
             self.next = (self.next + 1) % n;
             return self.deliver(self.next, Message::Batch(batch));
         };
-        let events = Batch::new(&batch.bytes)
-            .map_err(|e| Stop::Failed(RunError::Internal(format!("malformed batch: {e}"))))?;
         let mut writers: Vec<BatchWriter> = (0..n)
             .map(|_| BatchWriter::with_capacity(batch.bytes.len() / n + 64))
             .collect();
         let mut positions: Vec<Positions> = (0..n)
             .map(|_| batch.origin.positions.empty_like())
             .collect();
-        for (index, event) in events.iter().enumerate() {
-            let key = key_by.key(event.key, event.value).map_err(|message| {
-                Stop::Failed(RunError::Key {
-                    position: batch.origin.describe(index),
-                    key_by: key_by.to_string(),
-                    message,
-                })
-            })?;
-            let group = key_group(&key, self.max_parallelism);
-            let target = subtask_for_group(group, self.max_parallelism, n);
-            writers[target].push_raw_headers(
-                event.timestamp,
-                Some(&key),
-                event.value,
-                u32::try_from(event.header_count()).unwrap_or(u32::MAX),
-                event.raw_headers(),
-            );
-            positions[target].push_from(&batch.origin.positions, index);
+        // One pass: the format is checked as the events are routed.
+        let mut index = 0;
+        let mut failed = None;
+        weir_batch::read_events(&batch.bytes, |event| {
+            if failed.is_some() {
+                return;
+            }
+            match key_by.key(event.key, event.value) {
+                Ok(key) => {
+                    let group = key_group(&key, self.max_parallelism);
+                    let target = subtask_for_group(group, self.max_parallelism, n);
+                    writers[target].push_raw_headers(
+                        event.timestamp,
+                        Some(&key),
+                        event.value,
+                        u32::try_from(event.header_count()).unwrap_or(u32::MAX),
+                        event.raw_headers(),
+                    );
+                    positions[target].push_from(&batch.origin.positions, index);
+                }
+                Err(message) => {
+                    failed = Some(RunError::Key {
+                        position: batch.origin.describe(index),
+                        key_by: key_by.to_string(),
+                        message,
+                    });
+                }
+            }
+            index += 1;
+        })
+        .map_err(|e| Stop::Failed(RunError::Internal(format!("malformed batch: {e}"))))?;
+        if let Some(error) = failed {
+            return Err(Stop::Failed(error));
         }
         for (target, (writer, positions)) in writers.into_iter().zip(positions).enumerate() {
             if writer.is_empty() {

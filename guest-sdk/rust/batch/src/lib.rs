@@ -76,6 +76,53 @@ impl fmt::Display for FormatError {
 
 impl std::error::Error for FormatError {}
 
+/// Reads the events of the batch buffer `bytes` in one pass, checking the
+/// format as it goes, and calls `each` with every event; returns the
+/// count. For a buffer read once, this is [`Batch::new`] and
+/// [`Batch::iter`] in one walk instead of two.
+///
+/// ```
+/// let mut w = weir_batch::BatchWriter::new();
+/// w.push(7, None, b"a", &[]);
+/// w.push(9, None, b"b", &[]);
+/// let mut times = Vec::new();
+/// assert_eq!(weir_batch::read_events(&w.finish(), |e| times.push(e.timestamp))?, 2);
+/// assert_eq!(times, [7, 9]);
+/// # Ok::<(), weir_batch::FormatError>(())
+/// ```
+///
+/// # Errors
+/// As [`Batch::new`]; `each` has then seen the events before the fault.
+pub fn read_events<'a>(
+    bytes: &'a [u8],
+    mut each: impl FnMut(EventRef<'a>),
+) -> Result<u32, FormatError> {
+    let count = read_u32(bytes, 0).ok_or(FormatError {
+        event: 0,
+        offset: 0,
+        reason: "buffer shorter than the 4-byte event count",
+    })?;
+    let mut cursor = Cursor { bytes, pos: 4 };
+    for event in 0..count {
+        let read = cursor
+            .read_event()
+            .map_err(|(offset, reason)| FormatError {
+                event,
+                offset,
+                reason,
+            })?;
+        each(read);
+    }
+    if cursor.pos != bytes.len() {
+        return Err(FormatError {
+            event: count,
+            offset: cursor.pos,
+            reason: "trailing bytes after the last event",
+        });
+    }
+    Ok(count)
+}
+
 /// A validated batch, borrowed from its buffer. Iterating it never fails.
 #[derive(Debug, Clone, Copy)]
 pub struct Batch<'a> {
@@ -91,28 +138,7 @@ impl<'a> Batch<'a> {
     /// stops following the format (truncated, lengths past the end, or
     /// trailing bytes after the last event).
     pub fn new(bytes: &'a [u8]) -> Result<Self, FormatError> {
-        let count = read_u32(bytes, 0).ok_or(FormatError {
-            event: 0,
-            offset: 0,
-            reason: "buffer shorter than the 4-byte event count",
-        })?;
-        let mut cursor = Cursor { bytes, pos: 4 };
-        for event in 0..count {
-            cursor
-                .skip_event()
-                .map_err(|(offset, reason)| FormatError {
-                    event,
-                    offset,
-                    reason,
-                })?;
-        }
-        if cursor.pos != bytes.len() {
-            return Err(FormatError {
-                event: count,
-                offset: cursor.pos,
-                reason: "trailing bytes after the last event",
-            });
-        }
+        let count = read_events(bytes, |_| {})?;
         Ok(Batch { bytes, count })
     }
 
@@ -289,10 +315,6 @@ impl<'a> Cursor<'a> {
             headers: &self.bytes[headers_start..self.pos],
             header_count,
         })
-    }
-
-    fn skip_event(&mut self) -> Result<(), CursorError> {
-        self.read_event().map(|_| ())
     }
 
     fn read_header(&mut self) -> Result<(&'a [u8], &'a [u8]), CursorError> {

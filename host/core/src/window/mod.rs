@@ -141,6 +141,12 @@ impl Slicing {
         })
     }
 
+    /// The slice just before `slice`. It is in every window of `slice` but
+    /// the last.
+    pub(crate) fn previous(&self, slice: &Window) -> Window {
+        Window::new(slice.start.saturating_sub(self.slice), slice.start)
+    }
+
     /// The last window that contains `slice`: it fires last, so the slice
     /// is needed until that window is cleaned up.
     pub(crate) fn last_window(&self, slice: &Window) -> Window {

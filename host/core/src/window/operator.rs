@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use foldhash::HashMap;
 
 use weir_batch::window::{FiredWriter, Slots, SlotsWriter};
-use weir_batch::{Batch, BatchWriter, EventRef, FormatError};
+use weir_batch::{Batch, BatchWriter, EventRef, FormatError, event_count};
 
 use super::timers::{Key, Timers};
 use super::{FunctionKind, Slicing, Window, WindowFunction, WindowSpec};
@@ -243,8 +243,9 @@ impl WindowOperator {
     /// failure, `event_index` is the input event, and the state is as it
     /// was before the batch.
     pub fn process(&mut self, bytes: &[u8], out: WindowOutput<'_>) -> Result<(), WindowError> {
-        let batch = Batch::new(bytes).map_err(|e| bad_input(self.name(), &e))?;
-        let events: Vec<EventRef<'_>> = batch.iter().collect();
+        let mut events: Vec<EventRef<'_>> = Vec::with_capacity(event_count(bytes));
+        weir_batch::read_events(bytes, |e| events.push(e))
+            .map_err(|e| bad_input(self.name(), &e))?;
         let session_windows = match self.spec {
             WindowSpec::Session { .. } => Some(self.merge_sessions(&events, out.late)?),
             _ => None,
@@ -320,7 +321,7 @@ impl WindowOperator {
                         acc.ok_or_else(|| bad_output("`add` returned an empty slot".into()))?;
                     self.store.put(&state_keys[start..end], acc)?;
                     start = end;
-                    self.note_update(*key, *window, new, &mut refire);
+                    self.note_update(*key, *window, new, &mut refire)?;
                 }
             }
             FunctionKind::WholeWindow => {
@@ -334,7 +335,7 @@ impl WindowOperator {
                     let new = self.store.get(&self.state_key)?.is_none();
                     let merged = append_events(self.store.get(&self.state_key)?, writer);
                     self.store.put(&self.state_key, &merged)?;
-                    self.note_update(*key, *window, new, &mut refire);
+                    self.note_update(*key, *window, new, &mut refire)?;
                 }
             }
         }
@@ -355,11 +356,11 @@ impl WindowOperator {
         unit: Window,
         new: bool,
         refire: &mut Vec<(Key, Window)>,
-    ) {
+    ) -> Result<(), StateError> {
         let Some(slicing) = self.slicing else {
             let fired = self.already_fired(&unit);
             if !new && !fired {
-                return;
+                return Ok(());
             }
             if fired {
                 refire.push((key.map(<[u8]>::to_vec), unit));
@@ -371,17 +372,25 @@ impl WindowOperator {
                 self.timers
                     .clean_up_at(cleanup, key.map(<[u8]>::to_vec), unit);
             }
-            return;
+            return Ok(());
         };
         // The windows holding a slice fire in time order: none of them has
         // fired unless the first has.
         let fired = self.already_fired(&slicing.windows(&unit).next().unwrap_or(unit));
         if !new && !fired {
-            return; // the hot path: a slice whose windows have their timers
+            return Ok(()); // the hot path: a slice whose windows have their timers
         }
+        // A new slice whose key has the slice before it needs a timer only
+        // for its last window: the one before registered the others (they
+        // are its windows too) when it was new, or on restore.
+        let last = slicing.last_window(&unit);
+        let only_last = new && !slicing.whole() && {
+            self.fill_state_key(key, &slicing.previous(&unit));
+            self.store.get(&self.state_key)?.is_some()
+        };
         for window in slicing.windows(&unit) {
             if !self.already_fired(&window) {
-                if new {
+                if new && (!only_last || window == last) {
                     self.timers.fire_at(window.max_timestamp(), key, window);
                 }
             } else if !self.is_late(&window) {
@@ -389,10 +398,11 @@ impl WindowOperator {
             }
         }
         if new {
-            let cleanup = self.cleanup_time(&slicing.last_window(&unit));
+            let cleanup = self.cleanup_time(&last);
             self.timers
                 .clean_up_at(cleanup, key.map(<[u8]>::to_vec), unit);
         }
+        Ok(())
     }
 
     /// Advances event time: fires every window whose end has passed and
@@ -582,7 +592,7 @@ impl WindowOperator {
                 self.store.put(&self.state_key, &bytes)?;
                 // If the merged session fired already, process() re-fires
                 // it with the batch's other late updates.
-                self.note_update(key.as_deref(), *target, true, &mut Vec::new());
+                self.note_update(key.as_deref(), *target, true, &mut Vec::new())?;
             }
         }
         // Each event's final session.
