@@ -271,16 +271,26 @@ impl NativeWindows {
         use std::io::Write;
         while let Some(end) = self.next_end.filter(|end| end - 1 <= watermark) {
             let start = end - self.size;
-            let mut counts: HashMap<u64, u64> = HashMap::default();
-            for (_, slice) in self.slices.range(start..end) {
-                for (auction, n) in slice {
-                    *counts.entry(*auction).or_default() += n;
+            // A window of one slice (tumble) is read as it is; others are
+            // added up.
+            let merged: HashMap<u64, u64>;
+            let empty = HashMap::default();
+            let counts = if self.slide == self.size {
+                self.slices.get(&start).unwrap_or(&empty)
+            } else {
+                let mut sum = HashMap::default();
+                for (_, slice) in self.slices.range(start..end) {
+                    for (auction, n) in slice {
+                        *sum.entry(*auction).or_default() += n;
+                    }
                 }
-            }
+                merged = sum;
+                &merged
+            };
             let out = &mut self.out;
             match self.workload {
                 WindowWorkload::Tumble => {
-                    for (auction, num) in &counts {
+                    for (auction, num) in counts {
                         let _ = write!(
                             out,
                             "{{\"auction\":{auction},\"num\":{num},\"window_start\":{start},\"window_end\":{end}}}"
