@@ -578,3 +578,56 @@ fn the_checkpoint_and_recovery_benchmarks_report_what_they_measured() {
         "{row}"
     );
 }
+
+/// `weir bench` for the operator and window workloads at a small size, two
+/// rounds: a row per variant, and the WASM side gave the native side's
+/// results (the command fails otherwise — for q5 that is the sliced
+/// windows against a plain loop over the same bids).
+#[test]
+fn the_throughput_benchmarks_compare_like_with_like() {
+    let bench = |args: &[&str]| -> Vec<serde_json::Value> {
+        let out = ran(weir()
+            .arg("bench")
+            .args(args)
+            .args(["--rounds", "2", "--json"])
+            .arg("--plugins")
+            .arg(crate::support::plugins())
+            .output()
+            .unwrap());
+        assert!(out.ok, "{}", out.stderr);
+        out.stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let rows = bench(&["q1", "--events", "3000", "--batch", "16,256"]);
+    let variants: Vec<(&str, u64)> = rows
+        .iter()
+        .map(|r| (r["variant"].as_str().unwrap(), r["batch"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(
+        variants,
+        [("native", 16), ("wasm", 16), ("native", 256), ("wasm", 256)]
+    );
+    for row in &rows {
+        assert_eq!(row["output_events"], 3000, "{row}");
+        assert!(row["ratio_to_native"].as_f64().unwrap() > 0.0, "{row}");
+    }
+    let rows = bench(&["q5", "--events", "60000", "--parallelism", "1,2"]);
+    let variants: Vec<(&str, u64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["variant"].as_str().unwrap(),
+                r["parallelism"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(variants, [("native", 1), ("wasm", 1), ("wasm", 2)]);
+    let results = rows[0]["output_events"].as_u64().unwrap();
+    assert!(results > 0);
+    assert!(
+        rows.iter().all(|r| r["output_events"] == results),
+        "{rows:?}"
+    );
+}

@@ -283,7 +283,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 keep_faster(
                     &mut native,
                     bench_window::native(workload, args.events, batch)?,
-                );
+                )?;
                 for (&parallelism, best) in parallelisms.iter().zip(&mut wasm) {
                     let run = |every| {
                         bench_window::weir(
@@ -296,9 +296,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                             every,
                         )
                     };
-                    keep_faster(&mut best.0, run(None)?);
+                    keep_faster(&mut best.0, run(None)?)?;
                     if let Some(ms) = args.checkpoint_ms {
-                        keep_faster(&mut best.1, run(Some(Duration::from_millis(ms)))?);
+                        keep_faster(&mut best.1, run(Some(Duration::from_millis(ms)))?)?;
                     }
                 }
             }
@@ -352,7 +352,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 let natives = (0..parallelism)
                     .map(|_| args.workload.native())
                     .collect::<anyhow::Result<Vec<_>>>()?;
-                keep_faster(&mut native, measure(natives, &batches)?);
+                keep_faster(&mut native, measure(natives, &batches)?)?;
                 let wasms = (0..parallelism)
                     .map(|_| {
                         engine
@@ -360,7 +360,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                             .map(|op| Box::new(op) as Box<dyn Operator>)
                     })
                     .collect::<Result<Vec<_>, _>>()?;
-                keep_faster(&mut wasm, measure(wasms, &batches)?);
+                keep_faster(&mut wasm, measure(wasms, &batches)?)?;
             }
             let (native, wasm) = native.zip(wasm).context("no rounds")?;
             anyhow::ensure!(
@@ -390,31 +390,49 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     print(&rows, args.json)
 }
 
-/// A measurement that can say how much CPU it took.
-trait CpuSeconds {
+/// A measured run: the CPU it took and the results it gave.
+trait Run {
     fn cpu_seconds(&self) -> f64;
+    fn output_events(&self) -> u64;
 }
 
-impl CpuSeconds for Measured {
+impl Run for Measured {
     fn cpu_seconds(&self) -> f64 {
         self.cpu.as_secs_f64()
     }
-}
-
-impl CpuSeconds for bench_window::Measured {
-    fn cpu_seconds(&self) -> f64 {
-        self.cpu_seconds
+    fn output_events(&self) -> u64 {
+        self.output_events
     }
 }
 
-/// Keeps the run that took less CPU.
-fn keep_faster<M: CpuSeconds>(best: &mut Option<M>, run: M) {
+impl Run for bench_window::Measured {
+    fn cpu_seconds(&self) -> f64 {
+        self.cpu_seconds
+    }
+    fn output_events(&self) -> u64 {
+        self.output_events
+    }
+}
+
+/// Keeps the run that took less CPU, after checking that it gave the
+/// results every earlier round of the variant gave (the reported run is
+/// then compared with the other variants).
+fn keep_faster<M: Run>(best: &mut Option<M>, run: M) -> anyhow::Result<()> {
+    if let Some(b) = best.as_ref() {
+        anyhow::ensure!(
+            run.output_events() == b.output_events(),
+            "two rounds of the same run disagree: {} vs {} results",
+            run.output_events(),
+            b.output_events()
+        );
+    }
     if best
         .as_ref()
         .is_none_or(|b| run.cpu_seconds() < b.cpu_seconds())
     {
         *best = Some(run);
     }
+    Ok(())
 }
 
 /// `checkpoint` and `recovery`: each backend, batch size and parallelism.

@@ -246,9 +246,10 @@ impl WindowOperator {
         let mut events: Vec<EventRef<'_>> = Vec::with_capacity(event_count(bytes));
         weir_batch::read_events(bytes, |e| events.push(e))
             .map_err(|e| bad_input(self.name(), &e))?;
-        let session_windows = match self.spec {
-            WindowSpec::Session { .. } => Some(self.merge_sessions(&events, out.late)?),
-            _ => None,
+        // Sessions (the spec without slices) merge first.
+        let session_windows = match self.slicing {
+            None => Some(self.merge_sessions(&events, out.late)?),
+            Some(_) => None,
         };
 
         // Group (key, slice or session) pairs; remember each event's pair.
@@ -257,13 +258,8 @@ impl WindowOperator {
         let mut group_list: Vec<(Option<&[u8]>, Window)> = Vec::with_capacity(events.len());
         let mut assignments: Vec<u32> = Vec::with_capacity(events.len() * 2);
         for (index, event) in events.iter().enumerate() {
-            let unit = match (&session_windows, self.slicing) {
-                // Late session events already went to `late`.
-                (Some(finals), _) => match finals[index] {
-                    Some(session) => session,
-                    None => continue,
-                },
-                (None, Some(slicing)) => {
+            let unit = match self.slicing {
+                Some(slicing) => {
                     let slice = slicing.slice_of(event.timestamp);
                     if self.is_late(&slicing.last_window(&slice)) {
                         out.late.push_event(event);
@@ -271,7 +267,12 @@ impl WindowOperator {
                     }
                     slice
                 }
-                (None, None) => continue,
+                // Sessions: each event's merged session; the late ones
+                // already went to `late`.
+                None => match session_windows.as_ref().and_then(|finals| finals[index]) {
+                    Some(session) => session,
+                    None => continue,
+                },
             };
             let next = group_list.len() as u32;
             let group = *groups.entry((event.key, unit)).or_insert_with(|| {
