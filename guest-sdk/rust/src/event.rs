@@ -1,6 +1,7 @@
 //! Zero-copy views of input events and the builder for output events.
 
 use serde::{Deserialize, Serialize};
+use weir_batch::json::{self, JsonError};
 use weir_batch::{BatchWriter, EventRef};
 
 use crate::Error;
@@ -62,6 +63,24 @@ impl<'a> Event<'a> {
     /// The payload is not JSON of that shape.
     pub fn json<T: Deserialize<'a>>(&self) -> Result<T, Error> {
         Ok(serde_json::from_slice(self.inner.value)?)
+    }
+
+    /// The payload's top-level JSON fields, read in place: the fast way to
+    /// get a few fields of a row. Nothing is parsed until the walk runs,
+    /// and then only as far as needed; see [`weir_batch::json`].
+    ///
+    /// ```
+    /// # let bytes = { let mut w = weir_guest::batch::BatchWriter::new();
+    /// #   w.push(0, None, br#"{"auction":7,"url":"https://x","price":120}"#, &[]); w.finish() };
+    /// # let batch = weir_guest::batch::Batch::new(&bytes).unwrap();
+    /// # let event = weir_guest::Event::new(batch.iter().next().unwrap(), 0);
+    /// let [auction, price] = event.fields().pick(["auction", "price"])?;
+    /// assert_eq!(auction.and_then(|v| v.as_u64()), Some(7));
+    /// assert_eq!(price.unwrap().raw(), b"120");
+    /// # Ok::<(), weir_guest::Error>(())
+    /// ```
+    pub fn fields(&self) -> json::Object<'a> {
+        json::Object::new(self.inner.value)
     }
 
     /// The value of the first header called `name`.
@@ -224,6 +243,7 @@ impl Output {
         let mut result = Ok(());
         let inner = like.inner;
         let header_count = u32::try_from(inner.header_count()).unwrap_or(u32::MAX);
+        let mark = self.writer.mark();
         self.writer.push_with_raw_headers(
             inner.timestamp,
             inner.key,
@@ -231,7 +251,63 @@ impl Output {
             inner.raw_headers(),
             |buf| result = serde_json::to_writer(&mut *buf, value),
         );
+        if result.is_err() {
+            self.writer.undo_to(mark); // no half-written event
+        }
         result.map_err(Error::from)
+    }
+
+    /// Emits a JSON object written field by field (see [`JsonObject`]), with
+    /// the key, timestamp and headers of `like`. Together with
+    /// [`Event::fields`] this projects and converts fields without building
+    /// a typed copy of the row.
+    ///
+    /// ```
+    /// # let bytes = { let mut w = weir_guest::batch::BatchWriter::new();
+    /// #   w.push(0, None, br#"{"auction":7,"url":"https://x","price":120}"#, &[]); w.finish() };
+    /// # let batch = weir_guest::batch::Batch::new(&bytes).unwrap();
+    /// # let event = weir_guest::Event::new(batch.iter().next().unwrap(), 0);
+    /// let mut out = weir_guest::Output::new();
+    /// let [auction, price] = event.fields().pick(["auction", "price"])?;
+    /// out.emit_object(&event, |row| {
+    ///     row.raw("auction", auction.ok_or("no auction")?);
+    ///     row.f64("price", price.and_then(|p| p.as_f64()).ok_or("no price")? * 0.5);
+    ///     row.str("note", "half \"off\"");
+    ///     Ok(())
+    /// })?;
+    /// # let bytes = out.finish();
+    /// # let batch = weir_guest::batch::Batch::new(&bytes).unwrap();
+    /// # assert_eq!(batch.iter().next().unwrap().value, br#"{"auction":7,"price":60.0,"note":"half \"off\""}"#);
+    /// # Ok::<(), weir_guest::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// What `write` returns; nothing is emitted then.
+    pub fn emit_object(
+        &mut self,
+        like: &Event<'_>,
+        write: impl FnOnce(&mut JsonObject<'_>) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let mut result = Ok(());
+        let inner = like.inner;
+        let header_count = u32::try_from(inner.header_count()).unwrap_or(u32::MAX);
+        let mark = self.writer.mark();
+        self.writer.push_with_raw_headers(
+            inner.timestamp,
+            inner.key,
+            header_count,
+            inner.raw_headers(),
+            |buf| {
+                let mut row = JsonObject { buf, first: true };
+                row.buf.push(b'{');
+                result = write(&mut row);
+                row.buf.push(b'}');
+            },
+        );
+        if result.is_err() {
+            self.writer.undo_to(mark); // no half-written event
+        }
+        result
     }
 
     /// Number of events emitted so far.
@@ -253,5 +329,178 @@ impl Output {
     /// allocation).
     pub fn finish_into(&mut self) -> Vec<u8> {
         self.writer.finish_into()
+    }
+}
+
+/// A JSON object being written into the output buffer, one field at a time,
+/// by [`Output::emit_object`]. Fields appear in the order written.
+#[derive(Debug)]
+pub struct JsonObject<'b> {
+    buf: &'b mut Vec<u8>,
+    first: bool,
+}
+
+impl JsonObject<'_> {
+    #[inline]
+    fn name(&mut self, name: &str) {
+        if !self.first {
+            self.buf.push(b',');
+        }
+        self.first = false;
+        if !json::needs_escape(name.as_bytes()) {
+            self.buf.push(b'"');
+            self.buf.extend_from_slice(name.as_bytes());
+            self.buf.extend_from_slice(b"\":");
+        } else {
+            self.string(name);
+            self.buf.push(b':');
+        }
+    }
+
+    #[inline]
+    fn string(&mut self, s: &str) {
+        // Serializing a `str` cannot fail.
+        let _ = serde_json::to_writer(&mut *self.buf, s);
+    }
+
+    /// A field whose value is copied as it is from an input row.
+    #[inline]
+    pub fn raw(&mut self, name: &str, value: json::Value<'_>) {
+        self.name(name);
+        self.buf.extend_from_slice(value.raw());
+    }
+
+    /// An unsigned integer field.
+    #[inline]
+    pub fn u64(&mut self, name: &str, value: u64) {
+        self.name(name);
+        self.buf
+            .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+    }
+
+    /// A signed integer field.
+    #[inline]
+    pub fn i64(&mut self, name: &str, value: i64) {
+        self.name(name);
+        self.buf
+            .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+    }
+
+    /// A float field, written as `serde_json` writes it (`null` when not
+    /// finite).
+    #[inline]
+    pub fn f64(&mut self, name: &str, value: f64) {
+        self.name(name);
+        // Serializing an `f64` cannot fail.
+        let _ = serde_json::to_writer(&mut *self.buf, &value);
+    }
+
+    /// A string field, escaped.
+    #[inline]
+    pub fn str(&mut self, name: &str, value: &str) {
+        self.name(name);
+        self.string(value);
+    }
+
+    /// A field holding any serializable value.
+    ///
+    /// # Errors
+    /// `value` cannot be serialized (e.g. a map with non-string keys).
+    #[inline]
+    pub fn value<T: Serialize + ?Sized>(&mut self, name: &str, value: &T) -> Result<(), Error> {
+        self.name(name);
+        Ok(serde_json::to_writer(&mut *self.buf, value)?)
+    }
+}
+
+impl From<JsonError> for Error {
+    #[inline]
+    fn from(e: JsonError) -> Self {
+        Error::new(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_batch::Batch;
+
+    fn one_event(value: &[u8], f: impl FnOnce(&Event<'_>)) {
+        let mut w = BatchWriter::new();
+        w.push(9, Some(b"k"), value, &[(b"h", b"v")]);
+        let bytes = w.finish();
+        let batch = Batch::new(&bytes).unwrap();
+        f(&Event::new(batch.iter().next().unwrap(), 0));
+    }
+
+    fn values(out: Output) -> Vec<String> {
+        let bytes = out.finish();
+        let batch = Batch::new(&bytes).unwrap();
+        batch
+            .iter()
+            .map(|e| String::from_utf8(e.value.to_vec()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn objects_keep_the_event_and_escape_what_needs_it() {
+        one_event(br#"{"a":[1,{"b":"\u00e9"}],"n":-3}"#, |event| {
+            let mut out = Output::new();
+            let [a, n] = event.fields().pick(["a", "n"]).unwrap();
+            out.emit_object(event, |row| {
+                row.raw("a", a.unwrap());
+                row.i64("n", n.unwrap().as_i64().unwrap());
+                row.u64("u", u64::MAX);
+                row.f64("inf", f64::INFINITY);
+                row.str("quote\"d", "tab\t");
+                row.value("list", &[1, 2])
+            })
+            .unwrap();
+            let bytes = out.finish();
+            let batch = Batch::new(&bytes).unwrap();
+            let e = batch.iter().next().unwrap();
+            assert_eq!(
+                (e.timestamp, e.key, e.header(b"h")),
+                (9, Some(&b"k"[..]), Some(&b"v"[..]))
+            );
+            let text = std::str::from_utf8(e.value).unwrap();
+            assert_eq!(
+                text,
+                r#"{"a":[1,{"b":"\u00e9"}],"n":-3,"u":18446744073709551615,"inf":null,"quote\"d":"tab\t","list":[1,2]}"#
+            );
+            let parsed: serde_json::Value = serde_json::from_str(text).unwrap();
+            assert_eq!(parsed["a"][1]["b"], "é");
+        });
+    }
+
+    #[test]
+    fn a_failed_write_emits_nothing() {
+        one_event(br#"{"a":1}"#, |event| {
+            let mut out = Output::new();
+            out.forward(event);
+            let err = out
+                .emit_object(event, |row| {
+                    row.u64("a", 1);
+                    Err("no".into())
+                })
+                .unwrap_err();
+            assert_eq!(err.to_string(), "no");
+            // A map with non-string keys cannot be JSON: serde fails half-way.
+            let map: std::collections::BTreeMap<(u8, u8), u8> = [((1, 2), 3)].into();
+            assert!(out.emit_json(event, &map).is_err());
+            out.forward(event);
+            assert_eq!(values(out), [r#"{"a":1}"#, r#"{"a":1}"#]);
+        });
+    }
+
+    #[test]
+    fn malformed_rows_are_errors_with_the_byte() {
+        one_event(br#"{"a":1 "b":2}"#, |event| {
+            let err = Error::from(event.fields().get("b").unwrap_err());
+            assert_eq!(
+                err.to_string(),
+                "invalid JSON at byte 7: expected `,` or `}`"
+            );
+        });
     }
 }

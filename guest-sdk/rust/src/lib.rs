@@ -58,7 +58,7 @@ pub mod testing;
 pub mod window;
 
 pub use config::{Config, Error};
-pub use event::{Emit, Event, Output};
+pub use event::{Emit, Event, JsonObject, Output};
 pub use weir_batch as batch;
 
 /// A stateless operator: each input event yields zero or more output events.

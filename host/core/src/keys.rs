@@ -9,6 +9,8 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use weir_batch::json::Object;
+
 /// The default number of key groups.
 pub const DEFAULT_MAX_PARALLELISM: u16 = 128;
 
@@ -56,8 +58,8 @@ impl fmt::Display for KeySelector {
 }
 
 /// Reads top-level field `field` of the JSON object `value` without
-/// building the object: strings give their (unescaped) text, anything else
-/// its JSON text.
+/// building the object (with [`weir_batch::json`], which guests use too):
+/// strings give their (unescaped) text, anything else its JSON text.
 ///
 /// It scans only as far as the field, so it runs once per event on the
 /// routing path at the cost of a few comparisons for a leading field. The
@@ -76,157 +78,21 @@ impl fmt::Display for KeySelector {
 /// A value that is not an object, JSON malformed before the field (or
 /// anywhere, when the field is missing), or a missing or `null` field.
 pub fn json_field<'a>(value: &'a [u8], field: &str) -> Result<Cow<'a, [u8]>, String> {
-    let mut scan = Scanner {
-        bytes: value,
-        at: 0,
-    };
-    let raw = scan
-        .find_field(field.as_bytes())
-        .map_err(|e| format!("cannot read field `{field}`: {e} at byte {}", scan.at))?
+    let raw = Object::new(value)
+        .get(field)
+        .map_err(|e| format!("cannot read field `{field}`: {e}"))?
         .ok_or_else(|| format!("the field `{field}` is missing"))?;
-    match raw {
-        b"null" => Err(format!("the field `{field}` is null")),
-        [b'"', inner @ .., b'"'] if !inner.contains(&b'\\') => Ok(Cow::Borrowed(inner)),
-        [b'"', ..] => {
-            let s: String = serde_json::from_slice(raw)
-                .map_err(|e| format!("cannot read field `{field}`: {e}"))?;
-            Ok(Cow::Owned(s.into_bytes()))
+    if raw.is_null() {
+        Err(format!("the field `{field}` is null"))
+    } else if raw.is_str() {
+        match raw.as_str() {
+            Ok(Cow::Borrowed(s)) => Ok(Cow::Borrowed(s.as_bytes())),
+            Ok(Cow::Owned(s)) => Ok(Cow::Owned(s.into_bytes())),
+            Err(e) => Err(format!("cannot read field `{field}`: {e}")),
         }
-        _ => Ok(Cow::Borrowed(raw)),
+    } else {
+        Ok(Cow::Borrowed(raw.raw()))
     }
-}
-
-/// Just enough of a JSON reader to step over values.
-struct Scanner<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Scanner<'a> {
-    fn peek(&self) -> Option<u8> {
-        self.bytes.get(self.at).copied()
-    }
-
-    fn skip_whitespace(&mut self) {
-        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-            self.at += 1;
-        }
-    }
-
-    fn expect(&mut self, byte: u8) -> Result<(), String> {
-        self.skip_whitespace();
-        if self.peek() == Some(byte) {
-            self.at += 1;
-            Ok(())
-        } else {
-            Err(format!("expected `{}`", byte as char))
-        }
-    }
-
-    /// The raw value of top-level field `field`, if the object has it.
-    fn find_field(&mut self, field: &[u8]) -> Result<Option<&'a [u8]>, String> {
-        self.skip_whitespace();
-        if self.peek() != Some(b'{') {
-            return Err("not a JSON object".into());
-        }
-        self.at += 1;
-        self.skip_whitespace();
-        if self.peek() == Some(b'}') {
-            return Ok(None);
-        }
-        loop {
-            self.skip_whitespace();
-            let name = self.value()?;
-            if name.first() != Some(&b'"') {
-                return Err("expected a field name".into());
-            }
-            self.expect(b':')?;
-            self.skip_whitespace();
-            let value = self.value()?;
-            if is_name(name, field)? {
-                return Ok(Some(value));
-            }
-            self.skip_whitespace();
-            match self.peek() {
-                Some(b',') => self.at += 1,
-                Some(b'}') => return Ok(None),
-                _ => return Err("expected `,` or `}`".into()),
-            }
-        }
-    }
-
-    /// Steps over one value and returns its text.
-    fn value(&mut self) -> Result<&'a [u8], String> {
-        let start = self.at;
-        match self.peek() {
-            Some(b'"') => self.string()?,
-            Some(b'{' | b'[') => {
-                let mut depth = 0usize;
-                loop {
-                    match self.peek() {
-                        Some(b'"') => self.string()?,
-                        Some(b'{' | b'[') => {
-                            depth += 1;
-                            self.at += 1;
-                        }
-                        Some(b'}' | b']') => {
-                            depth -= 1;
-                            self.at += 1;
-                            if depth == 0 {
-                                break;
-                            }
-                        }
-                        Some(_) => self.at += 1,
-                        None => return Err("unexpected end".into()),
-                    }
-                }
-            }
-            Some(_) => {
-                while !matches!(
-                    self.peek(),
-                    None | Some(b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')
-                ) {
-                    self.at += 1;
-                }
-                if self.at == start {
-                    return Err("expected a value".into());
-                }
-            }
-            None => return Err("unexpected end".into()),
-        }
-        Ok(&self.bytes[start..self.at])
-    }
-
-    /// Steps over a string, quotes included.
-    fn string(&mut self) -> Result<(), String> {
-        self.at += 1;
-        loop {
-            match self.bytes[self.at.min(self.bytes.len())..]
-                .iter()
-                .position(|b| matches!(b, b'"' | b'\\'))
-            {
-                Some(offset) if self.bytes[self.at + offset] == b'"' => {
-                    self.at += offset + 1;
-                    return Ok(());
-                }
-                Some(offset) => self.at += offset + 2, // an escape: skip the escaped byte
-                None => {
-                    self.at = self.bytes.len();
-                    return Err("unterminated string".into());
-                }
-            }
-        }
-    }
-}
-
-/// Whether the quoted field name `name` is `field`.
-fn is_name(name: &[u8], field: &[u8]) -> Result<bool, String> {
-    let inner = &name[1..name.len() - 1];
-    if !inner.contains(&b'\\') {
-        return Ok(inner == field);
-    }
-    let unescaped: String = serde_json::from_slice(name).map_err(|e| e.to_string())?;
-    Ok(unescaped.as_bytes() == field)
 }
 
 /// The key group of a key, in `0..max_parallelism`. Stable across runs,

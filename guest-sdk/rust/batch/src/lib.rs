@@ -37,6 +37,7 @@
 
 use std::fmt;
 
+pub mod json;
 pub mod keyed;
 pub mod window;
 
@@ -331,6 +332,13 @@ fn read_u32(bytes: &[u8], pos: usize) -> Option<u32> {
     Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
 }
 
+/// A position in a [`BatchWriter`], from [`BatchWriter::mark`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    bytes: usize,
+    count: u32,
+}
+
 /// Builds a batch buffer event by event.
 ///
 /// The buffer can be reused: [`BatchWriter::finish_into`] hands the bytes out
@@ -492,6 +500,23 @@ impl BatchWriter {
         self.buf.extend_from_slice(&0u32.to_le_bytes());
         self.count = 0;
         out
+    }
+
+    /// Where the writer stands now; [`BatchWriter::undo_to`] drops every
+    /// event written after it (e.g. one whose value failed half-way).
+    pub fn mark(&self) -> Mark {
+        Mark {
+            bytes: self.buf.len(),
+            count: self.count,
+        }
+    }
+
+    /// Drops every event written since `mark` (taken from this writer).
+    pub fn undo_to(&mut self, mark: Mark) {
+        if mark.bytes >= 4 && mark.bytes <= self.buf.len() && mark.count <= self.count {
+            self.buf.truncate(mark.bytes);
+            self.count = mark.count;
+        }
     }
 
     /// Forgets every event written so far.
