@@ -74,6 +74,7 @@ impl<'a> Value<'a> {
 
     /// The value as an unsigned integer: `None` unless it is a JSON number
     /// with no sign, fraction or exponent that fits a `u64`.
+    #[inline(always)]
     pub fn as_u64(&self) -> Option<u64> {
         let digits = self.0;
         if digits.is_empty() || (digits.len() > 1 && digits[0] == b'0') {
@@ -177,6 +178,7 @@ pub struct Field<'a> {
 impl Field<'_> {
     /// True when the field is called `name` (after unescaping, so
     /// `"\u0070rice"` is `price`).
+    #[inline(always)]
     pub fn name_is(&self, name: &str) -> bool {
         if self.name_escaped {
             return self.name.as_str().is_ok_and(|n| n == name);
@@ -261,10 +263,12 @@ impl<'a> Object<'a> {
     }
 
     /// The byte at the cursor (0 past the end, which no check accepts).
+    #[inline(always)]
     fn peek(&self) -> u8 {
         self.bytes.get(self.at).copied().unwrap_or(0)
     }
 
+    #[inline(always)]
     fn skip_whitespace(&mut self) {
         while is_whitespace(self.peek()) {
             self.at += 1;
@@ -274,6 +278,7 @@ impl<'a> Object<'a> {
     // The byte tests below are `if` chains rather than `match`es: LLVM
     // turns a byte `match` into a WebAssembly `br_table`, which runs as an
     // indirect jump that mispredicts far more than a compare does.
+    #[inline(always)]
     fn next_field(&mut self) -> Result<Option<Field<'a>>, JsonError> {
         self.skip_whitespace();
         let byte = self.peek();
@@ -322,6 +327,7 @@ impl<'a> Object<'a> {
     }
 
     /// Steps over one value and returns its text.
+    #[inline(always)]
     fn value(&mut self) -> Result<Value<'a>, JsonError> {
         let start = self.at;
         let byte = self.peek();
@@ -368,6 +374,7 @@ impl<'a> Object<'a> {
     }
 
     /// Steps over a string, quotes included; true if it has an escape.
+    #[inline(always)]
     fn string(&mut self) -> Result<bool, JsonError> {
         self.at += 1;
         let mut escaped = false;
@@ -393,6 +400,7 @@ impl<'a> Object<'a> {
 impl<'a> Iterator for Object<'a> {
     type Item = Result<Field<'a>, JsonError>;
 
+    #[inline(always)]
     fn next(&mut self) -> Option<Self::Item> {
         self.next_field().transpose()
     }
@@ -423,6 +431,7 @@ fn is_whitespace(byte: u8) -> bool {
 
 /// Index of the first byte at or after `from` for which `hit` flags a
 /// byte of the word, or for which `byte_hit` holds in the tail.
+#[inline(always)]
 fn find(
     bytes: &[u8],
     from: usize,
@@ -445,6 +454,7 @@ fn find(
 }
 
 /// Index of the first `"` or `\` at or after `from`.
+#[inline(always)]
 fn find_quote_or_backslash(bytes: &[u8], from: usize) -> Option<usize> {
     find(
         bytes,
@@ -456,6 +466,7 @@ fn find_quote_or_backslash(bytes: &[u8], from: usize) -> Option<usize> {
 
 /// Index of the first byte at or after `from` that ends a number or
 /// literal: `,`, `}`, `]` or whitespace (any byte up to space).
+#[inline(always)]
 fn find_scalar_end(bytes: &[u8], from: usize) -> Option<usize> {
     find(
         bytes,
@@ -484,6 +495,7 @@ pub fn needs_escape(s: &[u8]) -> bool {
 
 /// `a == b`, comparing words rather than calling `memcmp` (which a
 /// WebAssembly guest runs a byte at a time).
+#[inline(always)]
 fn short_eq(a: &[u8], b: &[u8]) -> bool {
     fn word(s: &[u8], at: usize) -> u64 {
         s.get(at..)
