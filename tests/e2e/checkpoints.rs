@@ -528,25 +528,31 @@ fn a_checkpoint_that_does_not_fit_the_pipeline_is_refused_by_name() {
     );
 }
 
+/// Runs `weir bench ARGS --json` with the built plugins and parses its
+/// rows; the command must succeed.
+fn bench_json(args: &[&str]) -> Vec<serde_json::Value> {
+    let out = ran(weir()
+        .arg("bench")
+        .args(args)
+        .arg("--json")
+        .arg("--plugins")
+        .arg(crate::support::plugins())
+        .output()
+        .unwrap());
+    assert!(out.ok, "{}", out.stderr);
+    out.stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 /// `weir bench checkpoint` and `weir bench recovery` at a small size: one
 /// row per checkpoint (the savepoint that stops the run last), and a
 /// restart that replays what the "crash" lost.
 #[test]
 fn the_checkpoint_and_recovery_benchmarks_report_what_they_measured() {
-    let bench = |args: &[&str]| -> Vec<serde_json::Value> {
-        let out = ran(weir()
-            .arg("bench")
-            .args(args)
-            .args(["--events", "60000", "--checkpoint-ms", "200", "--json"])
-            .arg("--plugins")
-            .arg(crate::support::plugins())
-            .output()
-            .unwrap());
-        assert!(out.ok, "{}", out.stderr);
-        out.stdout
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+    let bench = |args: &[&str]| {
+        bench_json(&[args, &["--events", "60000", "--checkpoint-ms", "200"]].concat())
     };
     let rows = bench(&["checkpoint", "--backend", "memory"]);
     let kinds: Vec<&str> = rows.iter().map(|r| r["kind"].as_str().unwrap()).collect();
@@ -585,21 +591,7 @@ fn the_checkpoint_and_recovery_benchmarks_report_what_they_measured() {
 /// windows against a plain loop over the same bids).
 #[test]
 fn the_throughput_benchmarks_compare_like_with_like() {
-    let bench = |args: &[&str]| -> Vec<serde_json::Value> {
-        let out = ran(weir()
-            .arg("bench")
-            .args(args)
-            .args(["--rounds", "2", "--json"])
-            .arg("--plugins")
-            .arg(crate::support::plugins())
-            .output()
-            .unwrap());
-        assert!(out.ok, "{}", out.stderr);
-        out.stdout
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    };
+    let bench = |args: &[&str]| bench_json(&[args, &["--rounds", "2"]].concat());
     let rows = bench(&["q1", "--events", "3000", "--batch", "16,256"]);
     let variants: Vec<(&str, u64)> = rows
         .iter()

@@ -240,21 +240,9 @@ impl Output {
         like: &Event<'_>,
         value: &T,
     ) -> Result<(), Error> {
-        let mut result = Ok(());
-        let inner = like.inner;
-        let header_count = u32::try_from(inner.header_count()).unwrap_or(u32::MAX);
-        let mark = self.writer.mark();
-        self.writer.push_with_raw_headers(
-            inner.timestamp,
-            inner.key,
-            header_count,
-            inner.raw_headers(),
-            |buf| result = serde_json::to_writer(&mut *buf, value),
-        );
-        if result.is_err() {
-            self.writer.undo_to(mark); // no half-written event
-        }
-        result.map_err(Error::from)
+        self.emit_with(like, |buf| {
+            serde_json::to_writer(&mut *buf, value).map_err(Error::from)
+        })
     }
 
     /// Emits a JSON object written field by field (see [`JsonObject`]), with
@@ -288,6 +276,23 @@ impl Output {
         like: &Event<'_>,
         write: impl FnOnce(&mut JsonObject<'_>) -> Result<(), Error>,
     ) -> Result<(), Error> {
+        self.emit_with(like, |buf| {
+            let mut row = JsonObject { buf, first: true };
+            row.buf.push(b'{');
+            write(&mut row)?;
+            row.buf.push(b'}');
+            Ok(())
+        })
+    }
+
+    /// Emits an event with the key, timestamp and headers of `like` whose
+    /// value `write` puts straight into the output buffer; if `write`
+    /// fails, the half-written event is taken back.
+    fn emit_with(
+        &mut self,
+        like: &Event<'_>,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), Error>,
+    ) -> Result<(), Error> {
         let mut result = Ok(());
         let inner = like.inner;
         let header_count = u32::try_from(inner.header_count()).unwrap_or(u32::MAX);
@@ -297,15 +302,10 @@ impl Output {
             inner.key,
             header_count,
             inner.raw_headers(),
-            |buf| {
-                let mut row = JsonObject { buf, first: true };
-                row.buf.push(b'{');
-                result = write(&mut row);
-                row.buf.push(b'}');
-            },
+            |buf| result = write(buf),
         );
         if result.is_err() {
-            self.writer.undo_to(mark); // no half-written event
+            self.writer.undo_to(mark);
         }
         result
     }

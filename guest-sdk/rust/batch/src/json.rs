@@ -37,7 +37,8 @@ use std::fmt;
 /// The JSON is not a well-formed object where the walk needed it to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JsonError {
-    /// Byte offset in the input where the problem was found.
+    /// Byte offset where the problem was found: in the object for a walk,
+    /// in the value for [`Value::as_str`].
     pub at: usize,
     /// What was expected or wrong.
     pub what: &'static str,
