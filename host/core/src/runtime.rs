@@ -905,8 +905,11 @@ impl Router {
             self.next = (self.next + 1) % n;
             return self.deliver(self.next, Message::Batch(batch));
         };
+        // Room for each target's share plus its events' keys (a quarter
+        // more): outgrowing the buffer would copy the whole batch again.
+        let share = batch.bytes.len() / n;
         let mut writers: Vec<BatchWriter> = (0..n)
-            .map(|_| BatchWriter::with_capacity(batch.bytes.len() / n + 64))
+            .map(|_| BatchWriter::with_capacity(share + share / 4 + 64))
             .collect();
         let mut positions: Vec<Positions> = (0..n)
             .map(|_| batch.origin.positions.empty_like())
