@@ -57,6 +57,14 @@ pub trait StateStore: Send {
     /// # Errors
     /// The backend cannot read.
     fn scan_keys(&mut self, each: &mut dyn FnMut(&[u8])) -> Result<(), StateError>;
+
+    /// The memory this store keeps state in, when it is bounded (a hot
+    /// tier's budget); `None`: all of it is in memory anyway. An operator
+    /// caching state of its own in front of the store keeps to the same
+    /// bound.
+    fn memory_budget(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// The part of a checkpoint written after the stream has moved on (see
@@ -265,6 +273,10 @@ impl<C: ColdStore> HotTier<C> {
 }
 
 impl<C: ColdStore> StateStore for HotTier<C> {
+    fn memory_budget(&self) -> Option<usize> {
+        Some(self.budget)
+    }
+
     fn get(&mut self, key: &[u8]) -> Result<Option<&[u8]>, StateError> {
         if !self.hot.contains_key(key) {
             self.spill()?;

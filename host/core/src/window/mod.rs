@@ -8,6 +8,7 @@
 //! of a window's events when it fires.
 
 mod operator;
+mod slices;
 mod timers;
 
 pub use operator::{WindowError, WindowOperator, WindowOutput};

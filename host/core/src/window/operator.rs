@@ -10,6 +10,10 @@
 //! the windows whose end has passed, in (end, key, start) order, so the
 //! output does not depend on arrival order or parallelism; a sliding window
 //! is assembled from its slices then, with the function's `merge`.
+//!
+//! Aggregates over tumbling and sliding windows keep the open slices'
+//! accumulators in a cache of per-slice tables (`slices.rs`) that reaches
+//! the store at checkpoints; other windows read and write the store.
 
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
@@ -21,6 +25,7 @@ use foldhash::HashMap;
 use weir_batch::window::{FiredWriter, Slots, SlotsWriter};
 use weir_batch::{Batch, BatchWriter, EventRef, FormatError, event_count};
 
+use super::slices::{self, KeyHash, SliceCache};
 use super::timers::{Key, Timers};
 use super::{FunctionKind, Slicing, Window, WindowFunction, WindowSpec};
 use crate::checkpoint;
@@ -68,6 +73,9 @@ pub struct WindowOperator {
     /// The key groups this subtask owns (all until [`Self::restore`]).
     key_groups: RangeInclusive<u16>,
     state_key: Vec<u8>,
+    /// Tumbling and sliding aggregates: the open slices' accumulators,
+    /// written to `store` at checkpoints (see `slices.rs`).
+    cache: Option<SliceCache>,
 }
 
 /// What a checkpoint holds of a window subtask besides its store: its
@@ -100,9 +108,13 @@ impl WindowOperator {
         function: Box<dyn WindowFunction>,
         store: Box<dyn StateStore>,
     ) -> Self {
+        let slicing = Slicing::of(&spec);
+        let budget = store.memory_budget().map_or(slices::BUDGET, |b| b.min(slices::BUDGET));
+        let cache = (slicing.is_some() && function.kind() == FunctionKind::Aggregate)
+            .then(|| SliceCache::new(budget));
         WindowOperator {
             spec,
-            slicing: Slicing::of(&spec),
+            slicing,
             lateness: i64::try_from(allowed_lateness_ms).unwrap_or(i64::MAX),
             max_parallelism,
             function,
@@ -112,7 +124,18 @@ impl WindowOperator {
             sessions: HashMap::default(),
             key_groups: 0..=max_parallelism.saturating_sub(1),
             state_key: Vec::with_capacity(64),
+            cache,
         }
+    }
+
+    /// Sets the bytes of open slices kept in memory before they are
+    /// written to the store (tests use a small one).
+    #[cfg(test)]
+    pub(crate) fn with_cache_budget(mut self, bytes: usize) -> Self {
+        if self.cache.is_some() {
+            self.cache = Some(SliceCache::new(bytes));
+        }
+        self
     }
 
     /// The operator's name.
@@ -132,6 +155,7 @@ impl WindowOperator {
     /// # Errors
     /// The store cannot take its copy.
     pub fn checkpoint(&mut self, dir: &Path) -> Result<Deferred, StateError> {
+        self.flush_cache()?;
         let snapshot = WindowSnapshot {
             watermark: self.watermark,
             key_groups: (*self.key_groups.start(), *self.key_groups.end()),
@@ -167,6 +191,7 @@ impl WindowOperator {
         };
         let slicing = self.slicing;
         let (timers, open_sessions) = (&mut self.timers, &mut self.sessions);
+        let cache = &mut self.cache;
         let lateness = self.lateness;
         let mut foreign = None;
         self.store.scan_keys(&mut |state_key| {
@@ -183,6 +208,9 @@ impl WindowOperator {
                     return;
                 }
                 Some(slicing) => {
+                    if let Some(cache) = cache.as_mut() {
+                        cache.note_stored(&unit);
+                    }
                     for window in slicing.windows(&unit) {
                         if window.max_timestamp() > watermark {
                             timers.fire_at(window.max_timestamp(), key.as_deref(), window);
@@ -213,6 +241,14 @@ impl WindowOperator {
             ))),
             None => Ok(()),
         }
+    }
+
+    /// Number of keys in the store (tests: state is dropped when done).
+    #[cfg(test)]
+    pub(crate) fn stored_keys(&mut self) -> usize {
+        let mut n = 0;
+        self.store.scan_keys(&mut |_| n += 1).unwrap();
+        n
     }
 
     /// Number of windows waiting to fire.
@@ -290,15 +326,26 @@ impl WindowOperator {
             FunctionKind::Aggregate => {
                 let mut slots = SlotsWriter::with_capacity(group_list.len() * 16);
                 let mut is_new = Vec::with_capacity(group_list.len());
-                // Each group's state key, built once for the read and the
-                // write.
-                let mut state_keys = Vec::with_capacity(group_list.len() * 32);
-                let mut key_ends = Vec::with_capacity(group_list.len());
+                // Where each group's accumulator is kept, found once for
+                // the read and the write: its key's hash in the cache, or
+                // its state key in the store.
+                let mut hashes = Vec::new();
+                let mut state_keys = Vec::new();
+                let mut key_ends = Vec::new();
                 for (key, window) in &group_list {
-                    self.fill_state_key(*key, window);
-                    state_keys.extend_from_slice(&self.state_key);
-                    key_ends.push(state_keys.len());
-                    let acc = self.store.get(&self.state_key)?;
+                    let acc = match &self.cache {
+                        Some(cache) => {
+                            let hash = cache.hash(*key);
+                            hashes.push(hash);
+                            self.load_hashed(*key, window, Some(hash))?
+                        }
+                        None => {
+                            self.fill_state_key(*key, window);
+                            state_keys.extend_from_slice(&self.state_key);
+                            key_ends.push(state_keys.len());
+                            self.store.get(&self.state_key)?
+                        }
+                    };
                     is_new.push(acc.is_none());
                     slots.push(acc);
                 }
@@ -312,17 +359,27 @@ impl WindowOperator {
                             group_list.len()
                         ))
                     })?;
+                // Checked before anything is written: no half-applied batch.
+                if updated.iter().any(|acc| acc.is_none()) {
+                    return Err(bad_output("`add` returned an empty slot".into()));
+                }
                 let mut start = 0;
-                for (((key, window), acc), (new, end)) in group_list
-                    .iter()
-                    .zip(updated.iter())
-                    .zip(is_new.into_iter().zip(key_ends))
+                for (index, ((key, window), acc)) in
+                    group_list.iter().zip(updated.iter().flatten()).enumerate()
                 {
-                    let acc =
-                        acc.ok_or_else(|| bad_output("`add` returned an empty slot".into()))?;
-                    self.store.put(&state_keys[start..end], acc)?;
-                    start = end;
-                    self.note_update(*key, *window, new, &mut refire)?;
+                    match &mut self.cache {
+                        Some(cache) => cache.put(window, *key, hashes[index], acc, true),
+                        None => {
+                            let end = key_ends[index];
+                            self.store.put(&state_keys[start..end], acc)?;
+                            start = end;
+                        }
+                    }
+                    self.note_update(*key, *window, is_new[index], &mut refire)?;
+                }
+                if self.cache.as_ref().is_some_and(SliceCache::over_budget) {
+                    self.flush_cache()?;
+                    self.cache.as_mut().map(SliceCache::evict);
                 }
             }
             FunctionKind::WholeWindow => {
@@ -385,10 +442,8 @@ impl WindowOperator {
         // for its last window: the one before registered the others (they
         // are its windows too) when it was new, or on restore.
         let last = slicing.last_window(&unit);
-        let only_last = new && !slicing.whole() && {
-            self.fill_state_key(key, &slicing.previous(&unit));
-            self.store.get(&self.state_key)?.is_some()
-        };
+        let only_last =
+            new && !slicing.whole() && self.load(key, &slicing.previous(&unit))?.is_some();
         for window in slicing.windows(&unit) {
             if !self.already_fired(&window) {
                 if new && (!only_last || window == last) {
@@ -418,9 +473,26 @@ impl WindowOperator {
         self.watermark = watermark;
         let due = self.timers.take_due(watermark);
         let results = self.fire(&due.fire)?;
+        // Cached slices are dropped whole; the store is asked to delete
+        // the keys of those it may hold.
+        let mut dropped: Vec<(Window, bool)> = Vec::new();
+        if let Some(cache) = &mut self.cache {
+            dropped = due.cleanup.iter().map(|(_, slice)| (*slice, false)).collect();
+            dropped.sort_unstable();
+            dropped.dedup();
+            for (slice, stored) in &mut dropped {
+                *stored = cache.drop_slice(slice);
+            }
+        }
         for (key, window) in &due.cleanup {
-            self.fill_state_key(key.as_deref(), window);
-            self.store.delete(&self.state_key)?;
+            let stored = self.cache.is_none()
+                || dropped
+                    .binary_search_by_key(window, |(slice, _)| *slice)
+                    .is_ok_and(|at| dropped[at].1);
+            if stored {
+                self.fill_state_key(key.as_deref(), window);
+                self.store.delete(&self.state_key)?;
+            }
             if let Some(set) = self.sessions.get_mut(key) {
                 set.retain(|w| w != window);
                 if set.is_empty() {
@@ -446,10 +518,10 @@ impl WindowOperator {
     fn fire_whole(&mut self, windows: &[(Key, Window)]) -> Result<Vec<Vec<u8>>, WindowError> {
         let mut outputs = Vec::new();
         let mut fired = FiredWriter::new();
+        let kind = self.function.kind();
         for (key, window) in windows {
-            self.fill_state_key(key.as_deref(), window);
-            let payload = self.store.get(&self.state_key)?.unwrap_or_default();
-            match self.function.kind() {
+            let payload = self.load(key.as_deref(), window)?.unwrap_or_default();
+            match kind {
                 FunctionKind::Aggregate => {
                     fired.push(window.start, window.end, key.as_deref(), payload)
                 }
@@ -485,8 +557,7 @@ impl WindowOperator {
         for (index, (key, window)) in windows.iter().enumerate() {
             let mut slices = Vec::new();
             for slice in slicing.slices(window) {
-                self.fill_state_key(key.as_deref(), &slice);
-                if let Some(bytes) = self.store.get(&self.state_key)? {
+                if let Some(bytes) = self.load(key.as_deref(), &slice)? {
                     chunk_bytes += bytes.len();
                     slices.push(bytes.to_vec());
                 }
@@ -694,23 +765,70 @@ impl WindowOperator {
             .remove(window.max_timestamp(), cleanup, key, window);
     }
 
-    /// State keys: key group, window end and start (sign-flipped
-    /// big-endian, so they sort in time order), then the key; see
-    /// [`decode_state_key`].
+    /// Sets `self.state_key` to the state key of `key` in `window`.
     fn fill_state_key(&mut self, key: Option<&[u8]>, window: &Window) {
-        let k = &mut self.state_key;
-        k.clear();
-        let group = key.map_or(0, |key| key_group(key, self.max_parallelism));
-        k.extend_from_slice(&group.to_be_bytes());
-        k.extend_from_slice(&((window.end as u64) ^ (1 << 63)).to_be_bytes());
-        k.extend_from_slice(&((window.start as u64) ^ (1 << 63)).to_be_bytes());
-        match key {
-            Some(key) => {
-                k.push(1);
-                k.extend_from_slice(key);
-            }
-            None => k.push(0),
+        state_key_into(&mut self.state_key, self.max_parallelism, key, window);
+    }
+
+    /// The state of `key` in `unit` (a slice or session).
+    fn load(&mut self, key: Option<&[u8]>, unit: &Window) -> Result<Option<&[u8]>, StateError> {
+        let hash = self.cache.as_ref().map(|cache| cache.hash(key));
+        self.load_hashed(key, unit, hash)
+    }
+
+    /// [`Self::load`] with the key's hash in the cache (if there is one):
+    /// from the cache, or from the store, and then cached.
+    fn load_hashed(
+        &mut self,
+        key: Option<&[u8]>,
+        unit: &Window,
+        hash: Option<KeyHash>,
+    ) -> Result<Option<&[u8]>, StateError> {
+        if let (Some(cache), Some(hash)) = (&self.cache, hash)
+            && !cache.needs_store(unit, key, hash)
+        {
+            return Ok(self
+                .cache
+                .as_ref()
+                .and_then(|cache| cache.get(unit, key, hash)));
         }
+        self.fill_state_key(key, unit);
+        let stored = self.store.get(&self.state_key)?;
+        if let (Some(cache), Some(hash), Some(acc)) = (self.cache.as_mut(), hash, stored) {
+            cache.put(unit, key, hash, acc, false);
+        }
+        Ok(stored)
+    }
+
+    /// Writes the cached accumulators the store lacks to the store.
+    fn flush_cache(&mut self) -> Result<(), StateError> {
+        let Some(cache) = self.cache.as_mut() else {
+            return Ok(());
+        };
+        let (store, state_key) = (&mut self.store, &mut self.state_key);
+        let max_parallelism = self.max_parallelism;
+        cache.flush(|key, slice, acc| {
+            state_key_into(state_key, max_parallelism, key, slice);
+            store.put(state_key, acc)
+        })
+    }
+}
+
+/// Writes into `out` the state key of `key` in `window`: key group, window
+/// end and start (sign-flipped big-endian, so they sort in time order),
+/// then the key; see [`decode_state_key`].
+fn state_key_into(out: &mut Vec<u8>, max_parallelism: u16, key: Option<&[u8]>, window: &Window) {
+    out.clear();
+    let group = key.map_or(0, |key| key_group(key, max_parallelism));
+    out.extend_from_slice(&group.to_be_bytes());
+    out.extend_from_slice(&((window.end as u64) ^ (1 << 63)).to_be_bytes());
+    out.extend_from_slice(&((window.start as u64) ^ (1 << 63)).to_be_bytes());
+    match key {
+        Some(key) => {
+            out.push(1);
+            out.extend_from_slice(key);
+        }
+        None => out.push(0),
     }
 }
 

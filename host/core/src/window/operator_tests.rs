@@ -683,3 +683,64 @@ fn many_windows_fire_in_bounded_calls() {
     assert_eq!(all.len(), keys.len());
     assert!(all.iter().all(|r| r.ends_with("@0..10=1")));
 }
+
+/// Runs `events` through a count operator as [`run_events`] does, with a
+/// slice cache of `budget` bytes and, when `checkpoints` is set, a
+/// checkpoint after every batch; returns the run and the keys left in the
+/// store once everything has fired.
+fn run_cached(
+    spec: WindowSpec,
+    events: &[(u8, i64)],
+    batch: usize,
+    budget: usize,
+    checkpoints: bool,
+) -> (Run, usize) {
+    let keys = ["k0", "k1", "k2", "k3"];
+    let mut op = operator(spec, 80, Box::new(Count)).with_cache_budget(budget);
+    let mut wm = BoundedOutOfOrderness::new(0);
+    let mut out = Run::default();
+    let dir = tempfile::tempdir().unwrap();
+    for (n, chunk) in events.chunks(batch.max(1)).enumerate() {
+        let chunk: Vec<(&str, i64, &str)> = chunk
+            .iter()
+            .map(|(k, ts)| (keys[usize::from(*k)], *ts, ""))
+            .collect();
+        feed(&mut op, &chunk, chunk.len(), &mut wm, &mut out);
+        if checkpoints {
+            let at = dir.path().join(n.to_string());
+            std::fs::create_dir_all(&at).unwrap();
+            op.checkpoint(&at).unwrap()().unwrap();
+        }
+    }
+    for r in op.advance(END_OF_TIME).unwrap() {
+        out.results.extend(values(&r));
+    }
+    let left = op.stored_keys();
+    (out, left)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(100))]
+
+    /// The slice cache changes nothing but speed: written to the store and
+    /// emptied after every batch (a budget of 0), or written at a
+    /// checkpoint after every batch, the results are the same as with
+    /// everything cached, in the same order; and once every window has
+    /// fired, the store holds nothing.
+    #[test]
+    fn the_slice_cache_written_out_at_any_point_gives_the_same_results(
+        events in arbitrary_events(),
+        jitter in proptest::collection::vec(any::<u16>(), 1..50),
+        batch in 1usize..20,
+        spec in 0usize..2,
+    ) {
+        let shuffled = shuffle_within(&events, &jitter, 80);
+        let (cached, _) = run_cached(SPECS[spec], &shuffled, batch, slices::BUDGET, false);
+        for (budget, checkpoints) in [(0, false), (slices::BUDGET, true), (0, true)] {
+            let (got, left) = run_cached(SPECS[spec], &shuffled, batch, budget, checkpoints);
+            prop_assert_eq!(&got.results, &cached.results);
+            prop_assert_eq!(&got.late, &cached.late);
+            prop_assert_eq!(left, 0, "state left behind");
+        }
+    }
+}
