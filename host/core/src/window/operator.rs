@@ -15,12 +15,14 @@
 //! accumulators in a cache of per-slice tables (`slices.rs`) that reaches
 //! the store at checkpoints; other windows read and write the store.
 
+use std::hash::BuildHasher;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use foldhash::HashMap;
+use hashbrown::HashTable;
 
 use weir_batch::window::{FiredWriter, Slots, SlotsWriter};
 use weir_batch::{Batch, BatchWriter, EventRef, FormatError, event_count};
@@ -76,6 +78,8 @@ pub struct WindowOperator {
     /// Tumbling and sliding aggregates: the open slices' accumulators,
     /// written to `store` at checkpoints (see `slices.rs`).
     cache: Option<SliceCache>,
+    /// Hashes (key, unit) pairs when there is no cache to hash keys.
+    group_hasher: foldhash::fast::RandomState,
 }
 
 /// What a checkpoint holds of a window subtask besides its store: its
@@ -109,7 +113,9 @@ impl WindowOperator {
         store: Box<dyn StateStore>,
     ) -> Self {
         let slicing = Slicing::of(&spec);
-        let budget = store.memory_budget().map_or(slices::BUDGET, |b| b.min(slices::BUDGET));
+        let budget = store
+            .memory_budget()
+            .map_or(slices::BUDGET, |b| b.min(slices::BUDGET));
         let cache = (slicing.is_some() && function.kind() == FunctionKind::Aggregate)
             .then(|| SliceCache::new(budget));
         WindowOperator {
@@ -125,6 +131,7 @@ impl WindowOperator {
             key_groups: 0..=max_parallelism.saturating_sub(1),
             state_key: Vec::with_capacity(64),
             cache,
+            group_hasher: foldhash::fast::RandomState::default(),
         }
     }
 
@@ -289,9 +296,12 @@ impl WindowOperator {
         };
 
         // Group (key, slice or session) pairs; remember each event's pair.
-        let mut groups: HashMap<(Option<&[u8]>, Window), u32> =
-            HashMap::with_capacity_and_hasher(events.len(), Default::default());
+        // With a cache, each event's key is hashed once, for grouping and
+        // for the cache.
+        let mut index_of: HashTable<u32> = HashTable::with_capacity(events.len());
         let mut group_list: Vec<(Option<&[u8]>, Window)> = Vec::with_capacity(events.len());
+        let mut group_hashes: Vec<u64> = Vec::with_capacity(events.len());
+        let mut key_hashes: Vec<KeyHash> = Vec::new();
         let mut assignments: Vec<u32> = Vec::with_capacity(events.len() * 2);
         for (index, event) in events.iter().enumerate() {
             let unit = match self.slicing {
@@ -310,11 +320,23 @@ impl WindowOperator {
                     None => continue,
                 },
             };
-            let next = group_list.len() as u32;
-            let group = *groups.entry((event.key, unit)).or_insert_with(|| {
-                group_list.push((event.key, unit));
-                next
-            });
+            let key_hash = self.cache.as_ref().map(|cache| cache.hash(event.key));
+            let hash = match key_hash {
+                Some(key_hash) => key_hash.with(&unit),
+                None => self.group_hasher.hash_one((event.key, unit)),
+            };
+            let pair = (event.key, unit);
+            let group = match index_of.find(hash, |g| group_list[*g as usize] == pair) {
+                Some(group) => *group,
+                None => {
+                    let group = group_list.len() as u32;
+                    group_list.push(pair);
+                    group_hashes.push(hash);
+                    key_hashes.extend(key_hash);
+                    index_of.insert_unique(hash, group, |g| group_hashes[*g as usize]);
+                    group
+                }
+            };
             assignments.extend_from_slice(&[index as u32, group]);
         }
         if group_list.is_empty() {
@@ -329,16 +351,11 @@ impl WindowOperator {
                 // Where each group's accumulator is kept, found once for
                 // the read and the write: its key's hash in the cache, or
                 // its state key in the store.
-                let mut hashes = Vec::new();
                 let mut state_keys = Vec::new();
                 let mut key_ends = Vec::new();
-                for (key, window) in &group_list {
-                    let acc = match &self.cache {
-                        Some(cache) => {
-                            let hash = cache.hash(*key);
-                            hashes.push(hash);
-                            self.load_hashed(*key, window, Some(hash))?
-                        }
+                for (index, (key, window)) in group_list.iter().enumerate() {
+                    let acc = match self.cache {
+                        Some(_) => self.load_hashed(*key, window, Some(key_hashes[index]))?,
                         None => {
                             self.fill_state_key(*key, window);
                             state_keys.extend_from_slice(&self.state_key);
@@ -368,7 +385,7 @@ impl WindowOperator {
                     group_list.iter().zip(updated.iter().flatten()).enumerate()
                 {
                     match &mut self.cache {
-                        Some(cache) => cache.put(window, *key, hashes[index], acc, true),
+                        Some(cache) => cache.put(window, *key, key_hashes[index], acc, true),
                         None => {
                             let end = key_ends[index];
                             self.store.put(&state_keys[start..end], acc)?;
@@ -477,7 +494,11 @@ impl WindowOperator {
         // the keys of those it may hold.
         let mut dropped: Vec<(Window, bool)> = Vec::new();
         if let Some(cache) = &mut self.cache {
-            dropped = due.cleanup.iter().map(|(_, slice)| (*slice, false)).collect();
+            dropped = due
+                .cleanup
+                .iter()
+                .map(|(_, slice)| (*slice, false))
+                .collect();
             dropped.sort_unstable();
             dropped.dedup();
             for (slice, stored) in &mut dropped {

@@ -78,7 +78,12 @@ impl Entry {
     }
 
     fn size(&self) -> usize {
-        std::mem::size_of::<Entry>() + if self.data.spilled() { self.data.len() } else { 0 }
+        let heap = if self.data.spilled() {
+            self.data.len()
+        } else {
+            0
+        };
+        std::mem::size_of::<Entry>() + heap
     }
 }
 
@@ -108,6 +113,14 @@ impl Table {
 /// A key's hash for [`SliceCache`]'s lookups.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct KeyHash(u32);
+
+impl KeyHash {
+    /// A hash of the key together with `unit` (grouping a batch's events
+    /// by key and slice).
+    pub(super) fn with(self, unit: &Window) -> u64 {
+        table_hash(self.0) ^ (unit.start as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+}
 
 /// The accumulators of open slices (see the module docs).
 #[derive(Debug)]
@@ -247,7 +260,11 @@ impl SliceCache {
     /// Empties the cache; it must have been flushed. Its slices are then
     /// read from the store again.
     pub(super) fn evict(&mut self) {
-        debug_assert!(self.slices.values().all(|t| t.entries.iter().all(|e| !e.dirty)));
+        debug_assert!(
+            self.slices
+                .values()
+                .all(|t| t.entries.iter().all(|e| !e.dirty))
+        );
         if let Some((last, _)) = self.slices.last_key_value() {
             self.stored_until = self.stored_until.max(last.end);
         }
