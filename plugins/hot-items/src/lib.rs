@@ -9,11 +9,8 @@
 //! the Flink SQL with `num >= maxn`). Config: `item_field` (default
 //! `auction`), `count_field` (default `num`).
 
-use std::borrow::Cow;
-
-use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
+use weir_guest::batch::json::Value;
 use weir_guest::window::{Aggregate, Window};
 use weir_guest::{Config, Error, Event, Output};
 
@@ -21,46 +18,6 @@ use weir_guest::{Config, Error, Event, Output};
 pub struct HotItems {
     item_field: String,
     count_field: String,
-}
-
-/// A JSON object's top-level fields as borrowed name and raw-value pairs.
-struct Fields<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
-
-impl Fields<'_> {
-    fn get(&self, name: &str) -> Option<&RawValue> {
-        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
-    }
-}
-
-impl<'de> Deserialize<'de> for Fields<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Pairs;
-        impl<'de> Visitor<'de> for Pairs {
-            type Value = Fields<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
-                let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(4));
-                while let Some((name, value)) = map.next_entry::<Borrowed<'de>, &RawValue>()? {
-                    fields.push((name.0, value));
-                }
-                Ok(Fields(fields))
-            }
-        }
-        deserializer.deserialize_map(Pairs)
-    }
-}
-
-/// A field name, borrowed unless it has escapes.
-struct Borrowed<'a>(Cow<'a, str>);
-
-impl<'de> Deserialize<'de> for Borrowed<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        struct Inner<'a>(#[serde(borrow)] Cow<'a, str>);
-        Inner::deserialize(deserializer).map(|inner| Borrowed(inner.0))
-    }
 }
 
 /// The best count so far and the items that have it, plus the bounds of
@@ -104,22 +61,23 @@ impl Aggregate for HotItems {
     }
 
     fn add(&mut self, acc: &mut Best, event: &Event<'_>) -> Result<(), Error> {
-        // The top-level fields, borrowed: no map is built per event.
-        let row: Fields<'_> = event.json()?;
-        let field = |name: &str| {
-            row.get(name)
-                .and_then(|v| v.get().parse::<u64>().ok())
+        // Four fields of the row, read in place in one walk.
+        let [item, num, start, end] = event.fields().pick([
+            self.item_field.as_str(),
+            self.count_field.as_str(),
+            "window_start",
+            "window_end",
+        ])?;
+        let unsigned = |value: Option<Value<'_>>, name: &str| {
+            value
+                .and_then(|v| v.as_u64())
                 .ok_or_else(|| Error::new(format!("no unsigned integer field `{name}`")))
         };
-        let item = field(&self.item_field)?;
-        let num = field(&self.count_field)?;
-        let time = |name: &str| {
-            row.get(name)
-                .and_then(|v| v.get().parse::<i64>().ok())
-                .unwrap_or_default()
-        };
-        acc.window_start = time("window_start");
-        acc.window_end = time("window_end");
+        let item = unsigned(item, &self.item_field)?;
+        let num = unsigned(num, &self.count_field)?;
+        let time = |value: Option<Value<'_>>| value.and_then(|v| v.as_i64()).unwrap_or_default();
+        acc.window_start = time(start);
+        acc.window_end = time(end);
         Self::offer(acc, item, num);
         Ok(())
     }
@@ -176,6 +134,17 @@ mod tests {
                 r#"{"auction":2,"num":5,"window_start":0,"window_end":10}"#,
                 r#"{"auction":3,"num":5,"window_start":0,"window_end":10}"#,
             ]
+        );
+    }
+
+    #[test]
+    fn a_row_without_a_count_is_an_error_naming_the_field() {
+        let row = r#"{"auction":1,"window_start":0,"window_end":10}"#;
+        let err =
+            weir_guest::testing::run_aggregate::<HotItems>(&[], 2, &[("10", 9, row)]).unwrap_err();
+        assert!(
+            err.to_string().contains("no unsigned integer field `num`"),
+            "{err}"
         );
     }
 }
