@@ -577,8 +577,9 @@ impl WindowOperator {
         let mut chunk_bytes = 0;
         for (index, (key, window)) in windows.iter().enumerate() {
             let mut slices = Vec::new();
+            let hash = self.cache.as_ref().map(|cache| cache.hash(key.as_deref()));
             for slice in slicing.slices(window) {
-                if let Some(bytes) = self.load(key.as_deref(), &slice)? {
+                if let Some(bytes) = self.load_hashed(key.as_deref(), &slice, hash)? {
                     chunk_bytes += bytes.len();
                     slices.push(bytes.to_vec());
                 }
