@@ -117,7 +117,7 @@ impl WindowOperator {
             .memory_budget()
             .map_or(slices::BUDGET, |b| b.min(slices::BUDGET));
         let cache = (slicing.is_some() && function.kind() == FunctionKind::Aggregate)
-            .then(|| SliceCache::new(budget));
+            .then(|| SliceCache::new(budget, slices::MAX_KEY));
         WindowOperator {
             spec,
             slicing,
@@ -136,11 +136,12 @@ impl WindowOperator {
     }
 
     /// Sets the bytes of open slices kept in memory before they are
-    /// written to the store (tests use a small one).
+    /// written to the store, and the longest key cached (tests use small
+    /// ones).
     #[cfg(test)]
-    pub(crate) fn with_cache_budget(mut self, bytes: usize) -> Self {
+    pub(crate) fn with_cache(mut self, bytes: usize, max_key: usize) -> Self {
         if self.cache.is_some() {
-            self.cache = Some(SliceCache::new(bytes));
+            self.cache = Some(SliceCache::new(bytes, max_key));
         }
         self
     }
@@ -301,7 +302,7 @@ impl WindowOperator {
         let mut index_of: HashTable<u32> = HashTable::with_capacity(events.len());
         let mut group_list: Vec<(Option<&[u8]>, Window)> = Vec::with_capacity(events.len());
         let mut group_hashes: Vec<u64> = Vec::with_capacity(events.len());
-        let mut key_hashes: Vec<KeyHash> = Vec::new();
+        let mut key_hashes: Vec<Option<KeyHash>> = Vec::with_capacity(events.len());
         let mut assignments: Vec<u32> = Vec::with_capacity(events.len() * 2);
         for (index, event) in events.iter().enumerate() {
             let unit = match self.slicing {
@@ -320,7 +321,7 @@ impl WindowOperator {
                     None => continue,
                 },
             };
-            let key_hash = self.cache.as_ref().map(|cache| cache.hash(event.key));
+            let key_hash = self.cache.as_ref().and_then(|cache| cache.hash(event.key));
             let hash = match key_hash {
                 Some(key_hash) => key_hash.with(&unit),
                 None => self.group_hasher.hash_one((event.key, unit)),
@@ -332,7 +333,7 @@ impl WindowOperator {
                     let group = group_list.len() as u32;
                     group_list.push(pair);
                     group_hashes.push(hash);
-                    key_hashes.extend(key_hash);
+                    key_hashes.push(key_hash);
                     index_of.insert_unique(hash, group, |g| group_hashes[*g as usize]);
                     group
                 }
@@ -348,21 +349,8 @@ impl WindowOperator {
             FunctionKind::Aggregate => {
                 let mut slots = SlotsWriter::with_capacity(group_list.len() * 16);
                 let mut is_new = Vec::with_capacity(group_list.len());
-                // Where each group's accumulator is kept, found once for
-                // the read and the write: its key's hash in the cache, or
-                // its state key in the store.
-                let mut state_keys = Vec::new();
-                let mut key_ends = Vec::new();
-                for (index, (key, window)) in group_list.iter().enumerate() {
-                    let acc = match self.cache {
-                        Some(_) => self.load_hashed(*key, window, Some(key_hashes[index]))?,
-                        None => {
-                            self.fill_state_key(*key, window);
-                            state_keys.extend_from_slice(&self.state_key);
-                            key_ends.push(state_keys.len());
-                            self.store.get(&self.state_key)?
-                        }
-                    };
+                for ((key, window), hash) in group_list.iter().zip(&key_hashes) {
+                    let acc = self.load_hashed(*key, window, *hash)?;
                     is_new.push(acc.is_none());
                     slots.push(acc);
                 }
@@ -380,23 +368,17 @@ impl WindowOperator {
                 if updated.iter().any(|acc| acc.is_none()) {
                     return Err(bad_output("`add` returned an empty slot".into()));
                 }
-                let mut start = 0;
                 for (index, ((key, window), acc)) in
                     group_list.iter().zip(updated.iter().flatten()).enumerate()
                 {
-                    match &mut self.cache {
-                        Some(cache) => cache.put(window, *key, key_hashes[index], acc, true),
-                        None => {
-                            let end = key_ends[index];
-                            self.store.put(&state_keys[start..end], acc)?;
-                            start = end;
-                        }
-                    }
+                    self.save(*key, window, key_hashes[index], acc)?;
                     self.note_update(*key, *window, is_new[index], &mut refire)?;
                 }
                 if self.cache.as_ref().is_some_and(SliceCache::over_budget) {
                     self.flush_cache()?;
-                    self.cache.as_mut().map(SliceCache::evict);
+                    if let Some(cache) = &mut self.cache {
+                        cache.evict();
+                    }
                 }
             }
             FunctionKind::WholeWindow => {
@@ -577,7 +559,10 @@ impl WindowOperator {
         let mut chunk_bytes = 0;
         for (index, (key, window)) in windows.iter().enumerate() {
             let mut slices = Vec::new();
-            let hash = self.cache.as_ref().map(|cache| cache.hash(key.as_deref()));
+            let hash = self
+                .cache
+                .as_ref()
+                .and_then(|cache| cache.hash(key.as_deref()));
             for slice in slicing.slices(window) {
                 if let Some(bytes) = self.load_hashed(key.as_deref(), &slice, hash)? {
                     chunk_bytes += bytes.len();
@@ -794,12 +779,13 @@ impl WindowOperator {
 
     /// The state of `key` in `unit` (a slice or session).
     fn load(&mut self, key: Option<&[u8]>, unit: &Window) -> Result<Option<&[u8]>, StateError> {
-        let hash = self.cache.as_ref().map(|cache| cache.hash(key));
+        let hash = self.cache.as_ref().and_then(|cache| cache.hash(key));
         self.load_hashed(key, unit, hash)
     }
 
-    /// [`Self::load`] with the key's hash in the cache (if there is one):
-    /// from the cache, or from the store, and then cached.
+    /// [`Self::load`] with the key's hash in the cache (`None`: no cache,
+    /// or the key is not cached): from the cache, or from the store, and
+    /// then cached.
     fn load_hashed(
         &mut self,
         key: Option<&[u8]>,
@@ -820,6 +806,27 @@ impl WindowOperator {
             cache.put(unit, key, hash, acc, false);
         }
         Ok(stored)
+    }
+
+    /// Sets the state of `key` in `unit`: in the cache when `hash` says it
+    /// is cached there, in the store otherwise.
+    fn save(
+        &mut self,
+        key: Option<&[u8]>,
+        unit: &Window,
+        hash: Option<KeyHash>,
+        state: &[u8],
+    ) -> Result<(), StateError> {
+        match (&mut self.cache, hash) {
+            (Some(cache), Some(hash)) => {
+                cache.put(unit, key, hash, state, true);
+                return Ok(());
+            }
+            (Some(cache), None) => cache.note_written_past(unit),
+            (None, _) => {}
+        }
+        self.fill_state_key(key, unit);
+        self.store.put(&self.state_key, state)
     }
 
     /// Writes the cached accumulators the store lacks to the store.

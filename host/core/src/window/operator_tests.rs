@@ -684,19 +684,20 @@ fn many_windows_fire_in_bounded_calls() {
     assert!(all.iter().all(|r| r.ends_with("@0..10=1")));
 }
 
-/// Runs `events` through a count operator as [`run_events`] does, with a
-/// slice cache of `budget` bytes and, when `checkpoints` is set, a
-/// checkpoint after every batch; returns the run and the keys left in the
-/// store once everything has fired.
+/// Runs `events` through a count operator as [`run_events`] does (keys of
+/// 1 to 4 bytes), with a slice cache of `budget` bytes holding keys up to
+/// `max_key` bytes and, when `checkpoints` is set, a checkpoint after
+/// every batch; returns the run and the keys left in the store once
+/// everything has fired.
 fn run_cached(
     spec: WindowSpec,
     events: &[(u8, i64)],
     batch: usize,
-    budget: usize,
+    (budget, max_key): (usize, usize),
     checkpoints: bool,
 ) -> (Run, usize) {
-    let keys = ["k0", "k1", "k2", "k3"];
-    let mut op = operator(spec, 80, Box::new(Count)).with_cache_budget(budget);
+    let keys = ["a", "bb", "ccc", "dddd"];
+    let mut op = operator(spec, 80, Box::new(Count)).with_cache(budget, max_key);
     let mut wm = BoundedOutOfOrderness::new(0);
     let mut out = Run::default();
     let dir = tempfile::tempdir().unwrap();
@@ -723,10 +724,10 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(100))]
 
     /// The slice cache changes nothing but speed: written to the store and
-    /// emptied after every batch (a budget of 0), or written at a
-    /// checkpoint after every batch, the results are the same as with
-    /// everything cached, in the same order; and once every window has
-    /// fired, the store holds nothing.
+    /// emptied after every batch (a budget of 0), written at a checkpoint
+    /// after every batch, or bypassed for keys longer than it takes, the
+    /// results are the same as with everything cached, in the same order;
+    /// and once every window has fired, the store holds nothing.
     #[test]
     fn the_slice_cache_written_out_at_any_point_gives_the_same_results(
         events in arbitrary_events(),
@@ -735,9 +736,11 @@ proptest! {
         spec in 0usize..2,
     ) {
         let shuffled = shuffle_within(&events, &jitter, 80);
-        let (cached, _) = run_cached(SPECS[spec], &shuffled, batch, slices::BUDGET, false);
-        for (budget, checkpoints) in [(0, false), (slices::BUDGET, true), (0, true)] {
-            let (got, left) = run_cached(SPECS[spec], &shuffled, batch, budget, checkpoints);
+        let all = (slices::BUDGET, slices::MAX_KEY);
+        let (cached, _) = run_cached(SPECS[spec], &shuffled, batch, all, false);
+        let (none, short) = ((0, slices::MAX_KEY), (slices::BUDGET, 2));
+        for (cache, checkpoints) in [(none, false), (all, true), (none, true), (short, false), (short, true)] {
+            let (got, left) = run_cached(SPECS[spec], &shuffled, batch, cache, checkpoints);
             prop_assert_eq!(&got.results, &cached.results);
             prop_assert_eq!(&got.late, &cached.late);
             prop_assert_eq!(left, 0, "state left behind");

@@ -15,6 +15,10 @@
 //! cannot hold anything of that slice the table lacks (the slice began
 //! after the last restore or eviction): a key missing from it is new, and
 //! nobody asks the store.
+//!
+//! Keys longer than the cache takes (64 KiB) are not cached: their state
+//! is read from and written to the store directly, and the slice is marked
+//! as having entries there.
 
 use std::collections::BTreeMap;
 use std::hash::BuildHasher;
@@ -37,6 +41,9 @@ const INLINE: usize = 16;
 
 /// `key_len` of an entry without a key (events with none).
 const NO_KEY: u16 = u16::MAX;
+
+/// The longest key the cache holds, in bytes.
+pub(super) const MAX_KEY: usize = NO_KEY as usize - 1;
 
 /// One key's accumulator in one slice: 32 bytes, aligned so that it sits
 /// in one cache line.
@@ -130,27 +137,35 @@ pub(super) struct SliceCache {
     /// Bytes of all entries.
     bytes: usize,
     budget: usize,
+    /// Longer keys are not cached.
+    max_key: usize,
     /// Slices ending at or before this may have entries in the store that
     /// are not cached (restored or evicted ones); later ones cannot.
     stored_until: i64,
 }
 
 impl SliceCache {
-    /// An empty cache written out past `budget` bytes.
-    pub(super) fn new(budget: usize) -> Self {
+    /// An empty cache written out past `budget` bytes, holding keys of up
+    /// to `max_key` bytes (at most [`MAX_KEY`]).
+    pub(super) fn new(budget: usize, max_key: usize) -> Self {
         SliceCache {
             slices: BTreeMap::new(),
             hasher: foldhash::fast::RandomState::default(),
             bytes: 0,
             budget,
+            max_key: max_key.min(MAX_KEY),
             stored_until: i64::MIN,
         }
     }
 
-    /// The hash to look `key` up with.
-    pub(super) fn hash(&self, key: Option<&[u8]>) -> KeyHash {
+    /// The hash to look `key` up with; `None` for a key too long to cache,
+    /// whose state the store keeps.
+    pub(super) fn hash(&self, key: Option<&[u8]>) -> Option<KeyHash> {
+        if key.is_some_and(|k| k.len() > self.max_key) {
+            return None;
+        }
         // The high half: foldhash mixes it best.
-        KeyHash((self.hasher.hash_one(key) >> 32) as u32)
+        Some(KeyHash((self.hasher.hash_one(key) >> 32) as u32))
     }
 
     /// Whether only the store can tell `key`'s accumulator in `slice`:
@@ -198,13 +213,13 @@ impl SliceCache {
                 let mut data = SmallVec::with_capacity(key_bytes.len() + acc.len());
                 data.extend_from_slice(key_bytes);
                 data.extend_from_slice(acc);
+                debug_assert!(
+                    key.is_none_or(|k| k.len() <= MAX_KEY),
+                    "`hash` refuses longer keys"
+                );
                 let entry = Entry {
                     hash: h,
-                    key_len: key.map_or(NO_KEY, |k| {
-                        // Longer keys are refused by `key_by`; saturate
-                        // rather than wrap if one ever gets here.
-                        u16::try_from(k.len()).unwrap_or(NO_KEY - 1)
-                    }),
+                    key_len: key.map_or(NO_KEY, |k| u16::try_from(k.len()).unwrap_or(NO_KEY)),
                     dirty,
                     data,
                 };
@@ -231,6 +246,19 @@ impl SliceCache {
     /// Notes that the store holds entries of `slice` (a restore).
     pub(super) fn note_stored(&mut self, slice: &Window) {
         self.stored_until = self.stored_until.max(slice.end);
+    }
+
+    /// Notes that an entry of `slice` was written to the store directly (a
+    /// key too long to cache): dropping the slice must delete there.
+    pub(super) fn note_written_past(&mut self, slice: &Window) {
+        let stored_until = self.stored_until;
+        self.slices
+            .entry(*slice)
+            .or_insert_with(|| Table {
+                complete: slice.end > stored_until,
+                ..Table::default()
+            })
+            .flushed = true;
     }
 
     /// Whether the cache holds more than its budget.
@@ -290,9 +318,9 @@ mod tests {
 
     #[test]
     fn a_fresh_slice_is_complete_and_a_restored_one_is_not() {
-        let mut cache = SliceCache::new(BUDGET);
+        let mut cache = SliceCache::new(BUDGET, MAX_KEY);
         let k = Some(&b"k"[..]);
-        let h = cache.hash(k);
+        let h = cache.hash(k).unwrap();
         assert!(!cache.needs_store(&slice(0), k, h));
         cache.note_stored(&slice(0));
         assert!(cache.needs_store(&slice(0), k, h));
@@ -304,28 +332,28 @@ mod tests {
         assert_eq!(cache.get(&slice(0), k, h), Some(&b"1"[..]));
         // Another key of the restored slice still needs the store.
         let other = Some(&b"other"[..]);
-        assert!(cache.needs_store(&slice(0), other, cache.hash(other)));
+        assert!(cache.needs_store(&slice(0), other, cache.hash(other).unwrap()));
     }
 
     #[test]
     fn keys_with_none_and_empty_and_long_names_are_apart() {
-        let mut cache = SliceCache::new(BUDGET);
+        let mut cache = SliceCache::new(BUDGET, MAX_KEY);
         let keys: [Option<&[u8]>; 4] = [None, Some(b""), Some(b"a"), Some(&[7; 100])];
         for (n, key) in keys.iter().enumerate() {
-            let h = cache.hash(*key);
+            let h = cache.hash(*key).unwrap();
             cache.put(&slice(0), *key, h, &[n as u8; 20], true);
         }
         for (n, key) in keys.iter().enumerate() {
-            let got = cache.get(&slice(0), *key, cache.hash(*key));
+            let got = cache.get(&slice(0), *key, cache.hash(*key).unwrap());
             assert_eq!(got, Some(&[n as u8; 20][..]), "{key:?}");
         }
     }
 
     #[test]
     fn flush_writes_only_what_changed_and_drop_says_whether_to_delete() {
-        let mut cache = SliceCache::new(BUDGET);
+        let mut cache = SliceCache::new(BUDGET, MAX_KEY);
         let (a, b) = (Some(&b"a"[..]), Some(&b"b"[..]));
-        let (ha, hb) = (cache.hash(a), cache.hash(b));
+        let (ha, hb) = (cache.hash(a).unwrap(), cache.hash(b).unwrap());
         cache.put(&slice(0), a, ha, b"1", true);
         cache.put(&slice(10), b, hb, b"2", true);
         let mut written = Vec::new();
@@ -356,9 +384,9 @@ mod tests {
 
     #[test]
     fn eviction_empties_the_cache_and_sends_reads_to_the_store() {
-        let mut cache = SliceCache::new(100);
+        let mut cache = SliceCache::new(100, MAX_KEY);
         let a = Some(&b"a"[..]);
-        let ha = cache.hash(a);
+        let ha = cache.hash(a).unwrap();
         for start in [0, 10, 20, 30] {
             cache.put(&slice(start), a, ha, &[1; 8], true);
         }
