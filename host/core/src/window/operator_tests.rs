@@ -747,3 +747,46 @@ proptest! {
         }
     }
 }
+
+/// A memory store that says it may keep no state in memory (as a RocksDB
+/// hot tier of `hot_tier_mb = 0` does), counting its puts.
+struct Unbuffered(MemoryStore, std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl crate::state::StateStore for Unbuffered {
+    fn get(&mut self, key: &[u8]) -> Result<Option<&[u8]>, crate::state::StateError> {
+        self.0.get(key)
+    }
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), crate::state::StateError> {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.0.put(key, value)
+    }
+    fn delete(&mut self, key: &[u8]) -> Result<(), crate::state::StateError> {
+        self.0.delete(key)
+    }
+    fn checkpoint(
+        &mut self,
+        dir: &std::path::Path,
+    ) -> Result<crate::state::Deferred, crate::state::StateError> {
+        self.0.checkpoint(dir)
+    }
+    fn scan_keys(&mut self, each: &mut dyn FnMut(&[u8])) -> Result<(), crate::state::StateError> {
+        self.0.scan_keys(each)
+    }
+    fn memory_budget(&self) -> Option<usize> {
+        Some(0)
+    }
+}
+
+#[test]
+fn a_store_bounded_in_memory_bounds_the_slice_cache_too() {
+    let spec = WindowSpec::Tumbling { size_ms: 10 };
+    let events = [("a", 1, ""), ("b", 2, ""), ("a", 12, ""), ("c", 25, "")];
+    let puts = std::sync::Arc::default();
+    let store = Unbuffered(MemoryStore::default(), std::sync::Arc::clone(&puts));
+    let mut bounded = WindowOperator::new(spec, 0, 128, Box::new(Count), Box::new(store));
+    let got = run(&mut bounded, &events, 2, 0);
+    // Every batch's accumulators went to the store, not only at checkpoints.
+    assert_eq!(puts.load(std::sync::atomic::Ordering::Relaxed), 4);
+    let expected = run(&mut operator(spec, 0, Box::new(Count)), &events, 2, 0);
+    assert_eq!(got.results, expected.results);
+}

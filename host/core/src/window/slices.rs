@@ -78,10 +78,10 @@ impl Entry {
         &self.data[self.key_bytes()..]
     }
 
-    fn set_acc(&mut self, acc: &[u8]) {
+    fn set_acc(&mut self, acc: &[u8], dirty: bool) {
         self.data.truncate(self.key_bytes());
         self.data.extend_from_slice(acc);
-        self.dirty = true;
+        self.dirty = dirty;
     }
 
     fn size(&self) -> usize {
@@ -204,8 +204,7 @@ impl SliceCache {
         {
             Some(entry) => {
                 self.bytes -= entry.size();
-                entry.set_acc(acc);
-                entry.dirty = dirty;
+                entry.set_acc(acc, dirty);
                 self.bytes += entry.size();
             }
             None => {
