@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use foldhash::HashMap;
 use hashbrown::HashTable;
+use smallvec::SmallVec;
 
 use weir_batch::window::{FiredWriter, Slots, SlotsWriter};
 use weir_batch::{Batch, BatchWriter, EventRef, FormatError, event_count};
@@ -58,6 +59,11 @@ const FIRE_CHUNK_WINDOWS: usize = 4096;
 /// …and bytes of window state per call, about (a whole window can exceed
 /// it on its own).
 const FIRE_CHUNK_BYTES: usize = 4 << 20;
+
+/// How many groups ahead of the one being looked up the slice cache is
+/// asked to prefetch: enough for a load from memory to arrive while the
+/// groups between are worked on.
+const PREFETCH_AHEAD: usize = 8;
 
 /// Keyed windows over host state for one subtask.
 pub struct WindowOperator {
@@ -349,7 +355,21 @@ impl WindowOperator {
             FunctionKind::Aggregate => {
                 let mut slots = SlotsWriter::with_capacity(group_list.len() * 16);
                 let mut is_new = Vec::with_capacity(group_list.len());
-                for ((key, window), hash) in group_list.iter().zip(&key_hashes) {
+                let prefetch = |cache: &SliceCache, group: usize| {
+                    if let (Some((_, slice)), Some(Some(hash))) =
+                        (group_list.get(group), key_hashes.get(group))
+                    {
+                        cache.prefetch(slice, *hash);
+                    }
+                };
+                if let Some(cache) = &self.cache {
+                    (0..PREFETCH_AHEAD).for_each(|group| prefetch(cache, group));
+                }
+                for (index, ((key, window), hash)) in group_list.iter().zip(&key_hashes).enumerate()
+                {
+                    if let Some(cache) = &self.cache {
+                        prefetch(cache, index + PREFETCH_AHEAD);
+                    }
                     let acc = self.load_hashed(*key, window, *hash)?;
                     is_new.push(acc.is_none());
                     slots.push(acc);
@@ -553,37 +573,53 @@ impl WindowOperator {
         windows: &[(Key, Window)],
     ) -> Result<Vec<Vec<u8>>, WindowError> {
         let mut outputs = Vec::new();
-        // The chunk: its windows, and the stored slices of each.
-        let mut heads: Vec<(&Key, Window)> = Vec::new();
-        let mut parts: Vec<Vec<Vec<u8>>> = Vec::new();
-        let mut chunk_bytes = 0;
-        for (index, (key, window)) in windows.iter().enumerate() {
-            let mut slices = Vec::new();
-            let hash = self
-                .cache
-                .as_ref()
-                .and_then(|cache| cache.hash(key.as_deref()));
-            for slice in slicing.slices(window) {
-                if let Some(bytes) = self.load_hashed(key.as_deref(), &slice, hash)? {
-                    chunk_bytes += bytes.len();
-                    slices.push(bytes.to_vec());
+        // The keys' hashes first, so that the slices of windows a little
+        // ahead can be prefetched (they are in no cache: the window's
+        // slices were last written long ago).
+        let hashes: Vec<Option<KeyHash>> = match &self.cache {
+            Some(cache) => windows
+                .iter()
+                .map(|(k, _)| cache.hash(k.as_deref()))
+                .collect(),
+            None => Vec::new(),
+        };
+        let prefetch = |cache: &SliceCache, index: usize| {
+            if let (Some((_, window)), Some(Some(hash))) = (windows.get(index), hashes.get(index)) {
+                for slice in slicing.slices(window) {
+                    cache.prefetch(&slice, *hash);
                 }
             }
+        };
+        if let Some(cache) = &self.cache {
+            (0..PREFETCH_AHEAD).for_each(|index| prefetch(cache, index));
+        }
+        // The chunk: its windows, and the stored slices of each.
+        let mut heads: Vec<(&Key, Window)> = Vec::new();
+        let mut states = Accumulators::default();
+        for (index, (key, window)) in windows.iter().enumerate() {
+            if let Some(cache) = &self.cache {
+                prefetch(cache, index + PREFETCH_AHEAD);
+            }
+            let hash = hashes.get(index).copied().flatten();
+            for slice in slicing.slices(window) {
+                if let Some(bytes) = self.load_hashed(key.as_deref(), &slice, hash)? {
+                    states.push_state(bytes);
+                }
+            }
+            states.end_window();
             heads.push((key, *window));
-            parts.push(slices);
             let last = index + 1 == windows.len();
-            if last || heads.len() >= FIRE_CHUNK_WINDOWS || chunk_bytes >= FIRE_CHUNK_BYTES {
-                let combined = self.combine_many(std::mem::take(&mut parts))?;
+            if last || heads.len() >= FIRE_CHUNK_WINDOWS || states.byte_len() >= FIRE_CHUNK_BYTES {
+                let combined = self.combine_many(std::mem::take(&mut states))?;
                 let mut fired = FiredWriter::new();
-                for ((key, window), payload) in heads.drain(..).zip(combined) {
-                    if let Some(payload) = payload {
-                        fired.push(window.start, window.end, key.as_deref(), &payload);
+                for (window, (key, head)) in heads.drain(..).enumerate() {
+                    if let Some(payload) = combined.only(window) {
+                        fired.push(head.start, head.end, key.as_deref(), payload);
                     }
                 }
                 if !fired.is_empty() {
                     outputs.push(self.fire_chunk(fired)?);
                 }
-                chunk_bytes = 0;
             }
         }
         Ok(outputs)
@@ -697,44 +733,45 @@ impl WindowOperator {
     /// Combines several windows' state into one (guest `merge` for
     /// aggregates, concatenation for whole-window state).
     fn combine(&mut self, states: Vec<Vec<u8>>) -> Result<Option<Vec<u8>>, WindowError> {
-        Ok(self.combine_many(vec![states])?.pop().flatten())
+        let mut list = Accumulators::default();
+        states.iter().for_each(|state| list.push_state(state));
+        list.end_window();
+        Ok(self.combine_many(list)?.only(0).map(<[u8]>::to_vec))
     }
 
-    /// Combines each list of states, in order, into one state: for
+    /// Combines each window's states, in order, into one state: for
     /// aggregates by rounds of the guest's `merge` over neighbouring pairs
-    /// (one call per round for all lists, so time order is kept), for
+    /// (one call per round for all windows, so time order is kept), for
     /// whole-window state by concatenating the events in time order.
-    fn combine_many(
-        &mut self,
-        mut lists: Vec<Vec<Vec<u8>>>,
-    ) -> Result<Vec<Option<Vec<u8>>>, WindowError> {
+    fn combine_many(&mut self, mut lists: Accumulators) -> Result<Accumulators, WindowError> {
         match self.function.kind() {
-            FunctionKind::WholeWindow => lists
-                .into_iter()
-                .map(|states| {
-                    if states.is_empty() {
-                        return Ok(None);
-                    }
-                    let mut writer = BatchWriter::new();
-                    for s in &states {
-                        for e in Batch::new(s)
-                            .map_err(|e| bad_input(self.name(), &e))?
-                            .iter()
-                        {
-                            writer.push_event(&e);
+            FunctionKind::WholeWindow => {
+                let mut combined = Accumulators::default();
+                for window in 0..lists.windows() {
+                    if !lists.states(window).is_empty() {
+                        let mut writer = BatchWriter::new();
+                        for state in lists.states(window) {
+                            for e in Batch::new(state)
+                                .map_err(|e| bad_input(self.name(), &e))?
+                                .iter()
+                            {
+                                writer.push_event(&e);
+                            }
                         }
+                        combined.push_state(&sorted_by_time(&writer.finish()));
                     }
-                    Ok(Some(sorted_by_time(&writer.finish())))
-                })
-                .collect(),
+                    combined.end_window();
+                }
+                Ok(combined)
+            }
             FunctionKind::Aggregate => {
-                while lists.iter().any(|states| states.len() > 1) {
+                while (0..lists.windows()).any(|w| lists.states(w).len() > 1) {
                     let (mut left, mut right) = (SlotsWriter::new(), SlotsWriter::new());
                     let mut pairs = 0;
-                    for states in &lists {
-                        for pair in states.chunks_exact(2) {
-                            left.push(Some(&pair[0]));
-                            right.push(Some(&pair[1]));
+                    for window in 0..lists.windows() {
+                        for pair in lists.states(window).chunks_exact(2) {
+                            left.push(Some(pair[0]));
+                            right.push(Some(pair[1]));
                             pairs += 1;
                         }
                     }
@@ -748,20 +785,23 @@ impl WindowOperator {
                             ))
                         })?;
                     let mut merged = slots.iter();
-                    for states in &mut lists {
-                        let odd = (states.len() % 2 == 1).then(|| states.pop()).flatten();
-                        let count = states.len() / 2;
-                        states.clear();
-                        for _ in 0..count {
+                    let mut next = Accumulators::default();
+                    for window in 0..lists.windows() {
+                        let states = lists.states(window);
+                        for _ in 0..states.len() / 2 {
                             let slot = merged.next().flatten().ok_or_else(|| {
                                 bad_output("`merge` returned an empty slot".into())
                             })?;
-                            states.push(slot.to_vec());
+                            next.push_state(slot);
                         }
-                        states.extend(odd);
+                        if states.len() % 2 == 1 {
+                            next.push_state(states[states.len() - 1]);
+                        }
+                        next.end_window();
                     }
+                    lists = next;
                 }
-                Ok(lists.into_iter().map(|mut states| states.pop()).collect())
+                Ok(lists)
             }
         }
     }
@@ -840,6 +880,59 @@ impl WindowOperator {
             state_key_into(state_key, max_parallelism, key, slice);
             store.put(state_key, acc)
         })
+    }
+}
+
+/// The states of a run of windows, to combine: every state in one buffer,
+/// rather than a heap allocation per state (a sliding window's five
+/// slices, the merged pairs of every round).
+#[derive(Debug, Default)]
+struct Accumulators {
+    bytes: Vec<u8>,
+    /// Each state's end in `bytes`.
+    state_ends: Vec<usize>,
+    /// Each window's end in `state_ends`.
+    window_ends: Vec<usize>,
+}
+
+impl Accumulators {
+    /// Adds a state to the window being built.
+    fn push_state(&mut self, state: &[u8]) {
+        self.bytes.extend_from_slice(state);
+        self.state_ends.push(self.bytes.len());
+    }
+
+    /// Ends the window being built (it may have no states).
+    fn end_window(&mut self) {
+        self.window_ends.push(self.state_ends.len());
+    }
+
+    fn windows(&self) -> usize {
+        self.window_ends.len()
+    }
+
+    fn byte_len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// The states of window `window`, in the order pushed.
+    fn states(&self, window: usize) -> SmallVec<[&[u8]; 8]> {
+        let first = window
+            .checked_sub(1)
+            .map_or(0, |before| self.window_ends[before]);
+        (first..self.window_ends[window])
+            .map(|state| {
+                let start = state.checked_sub(1).map_or(0, |b| self.state_ends[b]);
+                &self.bytes[start..self.state_ends[state]]
+            })
+            .collect()
+    }
+
+    /// The state of window `window` once combined: `None` if it has none.
+    fn only(&self, window: usize) -> Option<&[u8]> {
+        let states = self.states(window);
+        debug_assert!(states.len() <= 1, "combined");
+        states.first().copied()
     }
 }
 
