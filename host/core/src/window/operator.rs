@@ -29,7 +29,7 @@ use weir_batch::window::{FiredWriter, Slots, SlotsWriter};
 use weir_batch::{Batch, BatchWriter, EventRef, FormatError, event_count};
 
 use super::slices::{self, KeyHash, SliceCache};
-use super::timers::{Key, Timers};
+use super::timers::{Key, Timers, key_of};
 use super::{FunctionKind, Slicing, Window, WindowFunction, WindowSpec};
 use crate::checkpoint;
 use crate::keys::key_group;
@@ -440,14 +440,13 @@ impl WindowOperator {
                 return Ok(());
             }
             if fired {
-                refire.push((key.map(<[u8]>::to_vec), unit));
+                refire.push((key_of(key), unit));
             } else if new {
                 self.timers.fire_at(unit.max_timestamp(), key, unit);
             }
             if new {
                 let cleanup = self.cleanup_time(&unit);
-                self.timers
-                    .clean_up_at(cleanup, key.map(<[u8]>::to_vec), unit);
+                self.timers.clean_up_at(cleanup, key_of(key), unit);
             }
             return Ok(());
         };
@@ -469,13 +468,12 @@ impl WindowOperator {
                     self.timers.fire_at(window.max_timestamp(), key, window);
                 }
             } else if !self.is_late(&window) {
-                refire.push((key.map(<[u8]>::to_vec), window));
+                refire.push((key_of(key), window));
             }
         }
         if new {
             let cleanup = self.cleanup_time(&last);
-            self.timers
-                .clean_up_at(cleanup, key.map(<[u8]>::to_vec), unit);
+            self.timers.clean_up_at(cleanup, key_of(key), unit);
         }
         Ok(())
     }
@@ -647,7 +645,7 @@ impl WindowOperator {
             let mut own = None;
             self.spec.assign(event.timestamp, |w| own = Some(w));
             let Some(own) = own else { continue };
-            let key: Key = event.key.map(<[u8]>::to_vec);
+            let key: Key = key_of(event.key);
             let set = self
                 .sessions
                 .get(&key)
@@ -713,7 +711,7 @@ impl WindowOperator {
         // Each event's final session.
         let mut finals = Vec::with_capacity(events.len());
         for event in events {
-            let key: Key = event.key.map(<[u8]>::to_vec);
+            let key: Key = key_of(event.key);
             let found = self.sessions.get(&key).and_then(|set| {
                 set.iter()
                     .find(|s| s.start <= event.timestamp && event.timestamp < s.end)
@@ -965,7 +963,7 @@ fn decode_state_key(state_key: &[u8]) -> Option<(u16, Key, Window)> {
     let (end, start) = (time(2)?, time(10)?);
     let key = match state_key.get(18)? {
         0 => None,
-        _ => Some(state_key.get(19..)?.to_vec()),
+        _ => key_of(Some(state_key.get(19..)?)),
     };
     Some((group, key, Window::new(start, end)))
 }

@@ -14,11 +14,22 @@ use std::collections::BTreeMap;
 use std::hash::BuildHasher;
 
 use hashbrown::HashTable;
+use smallvec::SmallVec;
 
 use super::Window;
 
-/// A window's key (`None`: events without one).
-pub(super) type Key = Option<Vec<u8>>;
+/// A window's key (`None`: events without one). Short keys are kept
+/// inline: a subtask holds a timer or two per key and window, and a heap
+/// allocation each was a tenth of a sliding window's cost.
+pub(super) type Key = Option<SmallVec<[u8; KEY_INLINE]>>;
+
+/// Key bytes a [`Key`] holds without a heap allocation.
+const KEY_INLINE: usize = 16;
+
+/// `key` as a [`Key`].
+pub(super) fn key_of(key: Option<&[u8]>) -> Key {
+    key.map(SmallVec::from_slice)
+}
 
 /// What is due at one time.
 #[derive(Debug, Default)]
@@ -55,7 +66,7 @@ impl Timers {
         let fire = &mut self.by_time.entry(time).or_default().fire;
         let same = |(k, w): &(Key, Window)| k.as_deref() == key && *w == window;
         if fire.find(hash, same).is_none() {
-            fire.insert_unique(hash, (key.map(<[u8]>::to_vec), window), |(k, w)| {
+            fire.insert_unique(hash, (key_of(key), window), |(k, w)| {
                 hash_of(hasher, k.as_deref(), w)
             });
         }
@@ -121,7 +132,7 @@ mod tests {
     use super::*;
 
     fn key(k: &str) -> Key {
-        Some(k.as_bytes().to_vec())
+        key_of(Some(k.as_bytes()))
     }
 
     #[test]
@@ -147,7 +158,12 @@ mod tests {
         let order: Vec<(String, i64)> = due
             .fire
             .iter()
-            .map(|(k, w)| (String::from_utf8(k.clone().unwrap()).unwrap(), w.start))
+            .map(|(k, w)| {
+                (
+                    String::from_utf8(k.clone().unwrap().to_vec()).unwrap(),
+                    w.start,
+                )
+            })
             .collect();
         assert_eq!(
             order,
