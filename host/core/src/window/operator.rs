@@ -355,6 +355,7 @@ impl WindowOperator {
             FunctionKind::Aggregate => {
                 let mut slots = SlotsWriter::with_capacity(group_list.len() * 16);
                 let mut is_new = Vec::with_capacity(group_list.len());
+                let mut write_at: Vec<*const u8> = Vec::with_capacity(group_list.len());
                 let prefetch = |cache: &SliceCache, group: usize| {
                     if let (Some((_, slice)), Some(Some(hash))) =
                         (group_list.get(group), key_hashes.get(group))
@@ -371,6 +372,9 @@ impl WindowOperator {
                         prefetch(cache, index + PREFETCH_AHEAD);
                     }
                     let acc = self.load_hashed(*key, window, *hash)?;
+                    // A cached accumulator's bytes are in its entry (or
+                    // on the heap beside it): where `save` will write.
+                    write_at.push(acc.map_or(std::ptr::null(), <[u8]>::as_ptr));
                     is_new.push(acc.is_none());
                     slots.push(acc);
                 }
@@ -388,9 +392,17 @@ impl WindowOperator {
                 if updated.iter().any(|acc| acc.is_none()) {
                     return Err(bad_output("`add` returned an empty slot".into()));
                 }
+                // The guest call moved the batch through the CPU's caches:
+                // the entries read before it are loaded again, ahead.
+                write_at[..PREFETCH_AHEAD.min(write_at.len())]
+                    .iter()
+                    .for_each(|at| slices::prefetch_address(*at));
                 for (index, ((key, window), acc)) in
                     group_list.iter().zip(updated.iter().flatten()).enumerate()
                 {
+                    if let Some(at) = write_at.get(index + PREFETCH_AHEAD) {
+                        slices::prefetch_address(*at);
+                    }
                     self.save(*key, window, key_hashes[index], acc)?;
                     self.note_update(*key, *window, is_new[index], &mut refire)?;
                 }

@@ -321,17 +321,24 @@ impl SliceCache {
 }
 
 /// A hint to the CPU to load `entry`'s cache line.
-#[allow(unsafe_code)] // denied in the workspace; this is its one use
 fn prefetch(entry: &Entry) {
+    prefetch_address(std::ptr::from_ref(entry).cast());
+}
+
+/// A hint to the CPU to load the cache line at `at`. Any address will
+/// do: a prefetch neither reads into the program nor faults, so one
+/// that has gone stale only wastes the hint.
+#[allow(unsafe_code)] // denied in the workspace; this is its one use
+pub(super) fn prefetch_address(at: *const u8) {
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: the pointer comes from a reference, and a prefetch neither
-    // reads into the program nor faults.
+    // SAFETY: `_mm_prefetch` does not dereference its argument for the
+    // program; it is defined for every address.
     unsafe {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(entry).cast());
+        _mm_prefetch::<_MM_HINT_T0>(at.cast());
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = entry;
+    let _ = at;
 }
 
 #[cfg(test)]
