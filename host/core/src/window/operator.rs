@@ -1027,3 +1027,26 @@ fn bad_input(name: &str, e: &FormatError) -> WindowError {
         output_before: Vec::new(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Accumulators;
+
+    #[test]
+    fn accumulators_keep_each_windows_states_in_order() {
+        let mut lists = Accumulators::default();
+        lists.push_state(b"a");
+        lists.push_state(b"");
+        lists.push_state(b"ccc");
+        lists.end_window();
+        lists.end_window(); // a window without state
+        lists.push_state(b"dd");
+        lists.end_window();
+        assert_eq!(lists.windows(), 3);
+        assert_eq!(lists.byte_len(), 6);
+        assert_eq!(lists.states(0).as_slice(), [&b"a"[..], b"", b"ccc"]);
+        assert!(lists.states(1).is_empty());
+        assert_eq!(lists.only(1), None);
+        assert_eq!(lists.only(2), Some(&b"dd"[..]));
+    }
+}

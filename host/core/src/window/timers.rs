@@ -181,6 +181,20 @@ mod tests {
     }
 
     #[test]
+    fn keys_longer_than_the_inline_bytes_sort_and_dedupe_the_same() {
+        let mut timers = Timers::default();
+        let w = Window::new(0, 10);
+        let long = [b'x'; KEY_INLINE + 9];
+        let longer = [b'x'; KEY_INLINE + 10];
+        for key in [&longer[..], &long, b"y", &long] {
+            timers.fire_at(9, Some(key), w);
+        }
+        let due = timers.take_due(9).fire;
+        let keys: Vec<&[u8]> = due.iter().filter_map(|(k, _)| k.as_deref()).collect();
+        assert_eq!(keys, [&long[..], &longer, b"y"]);
+    }
+
+    #[test]
     fn removed_timers_do_not_come_due() {
         let mut timers = Timers::default();
         let w = Window::new(0, 10);
