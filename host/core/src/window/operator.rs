@@ -372,8 +372,10 @@ impl WindowOperator {
                         prefetch(cache, index + PREFETCH_AHEAD);
                     }
                     let acc = self.load_hashed(*key, window, *hash)?;
-                    // A cached accumulator's bytes are in its entry (or
-                    // on the heap beside it): where `save` will write.
+                    // A cached accumulator's bytes are in its cache entry
+                    // (or on the heap beside it), where `save` will write.
+                    // (One read from the store points there instead: a
+                    // wasted prefetch, nothing worse.)
                     write_at.push(acc.map_or(std::ptr::null(), <[u8]>::as_ptr));
                     is_new.push(acc.is_none());
                     slots.push(acc);
@@ -758,7 +760,7 @@ impl WindowOperator {
             FunctionKind::WholeWindow => {
                 let mut combined = Accumulators::default();
                 for window in 0..lists.windows() {
-                    if !lists.states(window).is_empty() {
+                    if lists.count(window) > 0 {
                         let mut writer = BatchWriter::new();
                         for state in lists.states(window) {
                             for e in Batch::new(state)
@@ -775,7 +777,7 @@ impl WindowOperator {
                 Ok(combined)
             }
             FunctionKind::Aggregate => {
-                while (0..lists.windows()).any(|w| lists.states(w).len() > 1) {
+                while (0..lists.windows()).any(|w| lists.count(w) > 1) {
                     let (mut left, mut right) = (SlotsWriter::new(), SlotsWriter::new());
                     let mut pairs = 0;
                     for window in 0..lists.windows() {
@@ -925,12 +927,22 @@ impl Accumulators {
         self.bytes.len()
     }
 
-    /// The states of window `window`, in the order pushed.
-    fn states(&self, window: usize) -> SmallVec<[&[u8]; 8]> {
+    /// The indexes in `state_ends` of window `window`'s states.
+    fn range(&self, window: usize) -> std::ops::Range<usize> {
         let first = window
             .checked_sub(1)
             .map_or(0, |before| self.window_ends[before]);
-        (first..self.window_ends[window])
+        first..self.window_ends[window]
+    }
+
+    /// How many states window `window` has.
+    fn count(&self, window: usize) -> usize {
+        self.range(window).len()
+    }
+
+    /// The states of window `window`, in the order pushed.
+    fn states(&self, window: usize) -> SmallVec<[&[u8]; 8]> {
+        self.range(window)
             .map(|state| {
                 let start = state.checked_sub(1).map_or(0, |b| self.state_ends[b]);
                 &self.bytes[start..self.state_ends[state]]
@@ -1045,7 +1057,9 @@ mod tests {
         assert_eq!(lists.windows(), 3);
         assert_eq!(lists.byte_len(), 6);
         assert_eq!(lists.states(0).as_slice(), [&b"a"[..], b"", b"ccc"]);
+        assert_eq!(lists.count(0), 3);
         assert!(lists.states(1).is_empty());
+        assert_eq!(lists.count(2), 1);
         assert_eq!(lists.only(1), None);
         assert_eq!(lists.only(2), Some(&b"dd"[..]));
     }

@@ -19,8 +19,8 @@ use smallvec::SmallVec;
 use super::Window;
 
 /// A window's key (`None`: events without one). Short keys are kept
-/// inline: a subtask holds a timer or two per key and window, and a heap
-/// allocation each was a tenth of a sliding window's cost.
+/// inline: a subtask holds a timer or two per key and slice, and
+/// allocating and freeing a key for each was 5 % of a q5 run.
 pub(super) type Key = Option<SmallVec<[u8; KEY_INLINE]>>;
 
 /// Key bytes a [`Key`] holds without a heap allocation.
