@@ -328,7 +328,7 @@ fn prefetch(entry: &Entry) {
 /// A hint to the CPU to load the cache line at `at`. Any address will
 /// do: a prefetch neither reads into the program nor faults, so one
 /// that has gone stale only wastes the hint.
-#[allow(unsafe_code)] // denied in the workspace; this is its one use
+#[allow(unsafe_code)] // denied in the workspace; weir-core's one use
 pub(super) fn prefetch_address(at: *const u8) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: `_mm_prefetch` does not dereference its argument for the
