@@ -65,6 +65,13 @@ const FIRE_CHUNK_BYTES: usize = 4 << 20;
 /// groups between are worked on.
 const PREFETCH_AHEAD: usize = 8;
 
+/// What to prefetch before working on item `index` of a run: the item
+/// [`PREFETCH_AHEAD`] on, and at the first item also those before it.
+fn prefetch_ahead(index: usize) -> RangeInclusive<usize> {
+    let ahead = index + PREFETCH_AHEAD;
+    if index == 0 { 0..=ahead } else { ahead..=ahead }
+}
+
 /// Keyed windows over host state for one subtask.
 pub struct WindowOperator {
     spec: WindowSpec,
@@ -363,13 +370,10 @@ impl WindowOperator {
                         cache.prefetch(slice, *hash);
                     }
                 };
-                if let Some(cache) = &self.cache {
-                    (0..PREFETCH_AHEAD).for_each(|group| prefetch(cache, group));
-                }
                 for (index, ((key, window), hash)) in group_list.iter().zip(&key_hashes).enumerate()
                 {
                     if let Some(cache) = &self.cache {
-                        prefetch(cache, index + PREFETCH_AHEAD);
+                        prefetch_ahead(index).for_each(|group| prefetch(cache, group));
                     }
                     let acc = self.load_hashed(*key, window, *hash)?;
                     // A cached accumulator's bytes are in its cache entry
@@ -394,17 +398,14 @@ impl WindowOperator {
                 if updated.iter().any(|acc| acc.is_none()) {
                     return Err(bad_output("`add` returned an empty slot".into()));
                 }
-                // The guest call moved the batch through the CPU's caches:
-                // the entries read before it are loaded again, ahead.
-                write_at[..PREFETCH_AHEAD.min(write_at.len())]
-                    .iter()
-                    .for_each(|at| slices::prefetch_address(*at));
                 for (index, ((key, window), acc)) in
                     group_list.iter().zip(updated.iter().flatten()).enumerate()
                 {
-                    if let Some(at) = write_at.get(index + PREFETCH_AHEAD) {
-                        slices::prefetch_address(*at);
-                    }
+                    // The guest call moved the batch through the CPU's
+                    // caches: the entries read before it are loaded again.
+                    prefetch_ahead(index)
+                        .filter_map(|group| write_at.get(group))
+                        .for_each(|at| slices::prefetch_address(*at));
                     self.save(*key, window, key_hashes[index], acc)?;
                     self.note_update(*key, *window, is_new[index], &mut refire)?;
                 }
@@ -602,15 +603,12 @@ impl WindowOperator {
                 }
             }
         };
-        if let Some(cache) = &self.cache {
-            (0..PREFETCH_AHEAD).for_each(|index| prefetch(cache, index));
-        }
         // The chunk: its windows, and the stored slices of each.
         let mut heads: Vec<(&Key, Window)> = Vec::new();
         let mut states = Accumulators::default();
         for (index, (key, window)) in windows.iter().enumerate() {
             if let Some(cache) = &self.cache {
-                prefetch(cache, index + PREFETCH_AHEAD);
+                prefetch_ahead(index).for_each(|ahead| prefetch(cache, ahead));
             }
             let hash = hashes.get(index).copied().flatten();
             for slice in slicing.slices(window) {
@@ -1042,7 +1040,13 @@ fn bad_input(name: &str, e: &FormatError) -> WindowError {
 
 #[cfg(test)]
 mod tests {
-    use super::Accumulators;
+    use super::{Accumulators, PREFETCH_AHEAD, prefetch_ahead};
+
+    #[test]
+    fn prefetching_starts_with_the_first_items_then_keeps_its_distance() {
+        assert_eq!(prefetch_ahead(0), 0..=PREFETCH_AHEAD);
+        assert_eq!(prefetch_ahead(1), PREFETCH_AHEAD + 1..=PREFETCH_AHEAD + 1);
+    }
 
     #[test]
     fn accumulators_keep_each_windows_states_in_order() {
