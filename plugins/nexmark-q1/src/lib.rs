@@ -60,10 +60,12 @@ fn is_bid(kind: Option<Value<'_>>) -> Result<bool, Error> {
     }
 }
 
+#[inline(always)]
 fn required<'a>(value: Option<Value<'a>>, name: &str) -> Result<Value<'a>, Error> {
     value.ok_or_else(|| format!("bid without `{name}`").into())
 }
 
+#[inline(always)]
 fn unsigned(value: Option<Value<'_>>, name: &str) -> Result<u64, Error> {
     required(value, name)?
         .as_u64()

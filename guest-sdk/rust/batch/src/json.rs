@@ -81,8 +81,17 @@ impl<'a> Value<'a> {
         if digits.is_empty() || (digits.len() > 1 && digits[0] == b'0') {
             return None;
         }
-        // Up to 19 digits cannot overflow, so the common case needs no
-        // checked (on wasm32, 128-bit) multiplication.
+        // Up to 16 digits are read eight at a time, without a loop (a guest
+        // checks its deadline on every loop iteration).
+        if digits.len() <= 8 {
+            return eight_digits(digits);
+        }
+        if digits.len() <= 16 {
+            let (high, low) = digits.split_at(digits.len() - 8);
+            return Some(eight_digits(high)? * 100_000_000 + eight_digits(low)?);
+        }
+        // Up to 19 digits cannot overflow, so only the rest needs checked
+        // (on wasm32, 128-bit) multiplication.
         let (head, tail) = digits.split_at(digits.len().min(19));
         let mut n: u64 = 0;
         for &b in head {
@@ -104,6 +113,7 @@ impl<'a> Value<'a> {
 
     /// The value as a signed integer: `None` unless it is a JSON number with
     /// no fraction or exponent that fits an `i64`.
+    #[inline(always)]
     pub fn as_i64(&self) -> Option<i64> {
         match self.0.split_first() {
             Some((b'-', rest)) => {
@@ -220,14 +230,17 @@ impl<'a> Object<'a> {
     ///
     /// # Errors
     /// The object is malformed before the field or the end.
+    #[inline(always)]
     pub fn get(self, name: &str) -> Result<Option<Value<'a>>, JsonError> {
-        for field in self {
-            let field = field?;
-            if field.name_is(name) {
-                return Ok(Some(field.value));
+        let wanted = Name::of(name.as_bytes());
+        let mut found = None;
+        self.walk(|field| {
+            if field.is(field.plain_name(), name, wanted) {
+                found = Some(field.value);
             }
-        }
-        Ok(None)
+            found.is_some()
+        })?;
+        Ok(found)
     }
 
     /// The values of several fields in one walk, in the order of `names`
@@ -235,167 +248,114 @@ impl<'a> Object<'a> {
     ///
     /// # Errors
     /// The object is malformed before the last of them or the end.
+    #[inline(always)]
     pub fn pick<const N: usize>(
         self,
         names: [&str; N],
     ) -> Result<[Option<Value<'a>>; N], JsonError> {
+        const { assert!(N <= 64, "pick at most 64 fields at once") };
+        let wanted = names.map(|n| Name::of(n.as_bytes()));
         let mut found = [None; N];
-        let mut missing = N;
-        for field in self {
-            let field = field?;
-            if let Some(slot) = names
-                .iter()
-                .zip(found.iter_mut())
-                .find_map(|(name, slot)| (slot.is_none() && field.name_is(name)).then_some(slot))
-            {
-                *slot = Some(field.value);
-                missing -= 1;
-                if missing == 0 {
+        // One bit per name not found yet, so the match below reads no
+        // memory for it.
+        let mut missing = u64::MAX >> (64 - N.max(1));
+        if N == 0 {
+            return Ok(found);
+        }
+        self.walk(|field| {
+            let name = field.plain_name();
+            // A loop of constant length: unrolled, so a guest pays no
+            // deadline check per name.
+            for i in 0..N {
+                if missing & (1 << i) != 0 && field.is(name, names[i], wanted[i]) {
+                    found[i] = Some(field.value);
+                    missing &= !(1 << i);
                     break;
                 }
             }
-        }
+            missing == 0
+        })?;
         Ok(found)
     }
 
-    fn error(&mut self, what: &'static str) -> JsonError {
+    /// Calls `visit` with each field until it returns true or the object
+    /// ends. The same walk as the iterator, with the position in a local:
+    /// nothing of it lives in memory, which in a guest means in linear
+    /// memory, loaded and stored on every step.
+    #[inline(always)]
+    fn walk(self, mut visit: impl FnMut(&Field<'a>) -> bool) -> Result<(), JsonError> {
+        let bytes = self.bytes;
+        let err = |at: usize, what: &'static str| Err(JsonError { at, what });
+        let mut at = skip_whitespace(bytes, self.at);
+        match self.state {
+            State::Start => {
+                if peek(bytes, at) != b'{' {
+                    return err(at, "expected a JSON object");
+                }
+                at = skip_whitespace(bytes, at + 1);
+                if peek(bytes, at) == b'}' {
+                    return Ok(());
+                }
+            }
+            State::Fields => match after_value(bytes, at)? {
+                Some(next) => at = next,
+                None => return Ok(()),
+            },
+            State::Done => return Ok(()),
+        }
+        loop {
+            let (field, end) = field_at(bytes, at)?;
+            if visit(&field) {
+                return Ok(());
+            }
+            match after_value(bytes, skip_whitespace(bytes, end))? {
+                Some(next) => at = next,
+                None => return Ok(()),
+            }
+        }
+    }
+
+    fn error(&mut self, e: JsonError) -> JsonError {
         self.state = State::Done;
-        JsonError { at: self.at, what }
+        self.at = e.at;
+        e
     }
 
-    /// The byte at the cursor (0 past the end, which no check accepts).
-    #[inline(always)]
-    fn peek(&self) -> u8 {
-        self.bytes.get(self.at).copied().unwrap_or(0)
-    }
-
-    #[inline(always)]
-    fn skip_whitespace(&mut self) {
-        while is_whitespace(self.peek()) {
-            self.at += 1;
-        }
-    }
-
-    // The byte tests below are `if` chains rather than `match`es: LLVM
-    // turns a byte `match` into a WebAssembly `br_table`, which runs as an
-    // indirect jump (a hot spot in the guest's profile). The walk's helpers
-    // are `inline(always)`: in a guest every call also checks the stack
-    // limit and saves registers.
-    #[inline(always)]
     fn next_field(&mut self) -> Result<Option<Field<'a>>, JsonError> {
-        self.skip_whitespace();
-        let byte = self.peek();
-        if self.state == State::Fields {
-            if byte == b',' {
-                self.at += 1;
-                self.skip_whitespace();
-            } else if byte == b'}' {
-                self.state = State::Done;
-                return Ok(None);
-            } else {
-                return Err(self.error("expected `,` or `}`"));
-            }
-        } else if self.state == State::Start {
-            if byte != b'{' {
-                return Err(self.error("expected a JSON object"));
-            }
-            self.at += 1;
-            self.skip_whitespace();
-            if self.peek() == b'}' {
-                self.state = State::Done;
-                return Ok(None);
-            }
-            self.state = State::Fields;
-        } else {
-            return Ok(None);
-        }
-        if self.peek() != b'"' {
-            return Err(self.error("expected a field name"));
-        }
-        let start = self.at;
-        let name_escaped = self.string()?;
-        let name = Value(&self.bytes[start..self.at]);
-        self.skip_whitespace();
-        if self.peek() != b':' {
-            return Err(self.error("expected `:`"));
-        }
-        self.at += 1;
-        self.skip_whitespace();
-        let value = self.value()?;
-        Ok(Some(Field {
-            name,
-            value,
-            name_escaped,
-        }))
-    }
-
-    /// Steps over one value and returns its text.
-    #[inline(always)]
-    fn value(&mut self) -> Result<Value<'a>, JsonError> {
-        let start = self.at;
-        let byte = self.peek();
-        if byte == b'"' {
-            self.string()?;
-        } else if byte | 0x20 == b'{' {
-            self.nested()?; // `{` or `[`
-        } else {
-            self.at = find_scalar_end(self.bytes, self.at).unwrap_or(self.bytes.len());
-            if self.at == start {
-                return Err(self.error(if start == self.bytes.len() {
-                    "unexpected end"
-                } else {
-                    "expected a value"
-                }));
-            }
-        }
-        Ok(Value(&self.bytes[start..self.at]))
-    }
-
-    /// Steps over an object or array.
-    fn nested(&mut self) -> Result<(), JsonError> {
-        let mut depth = 0usize;
-        loop {
-            match self.bytes.get(self.at) {
-                Some(b'"') => {
-                    self.string()?;
+        let bytes = self.bytes;
+        let at = skip_whitespace(bytes, self.at);
+        let start = match self.state {
+            State::Start => {
+                if peek(bytes, at) != b'{' {
+                    return Err(self.error(JsonError {
+                        at,
+                        what: "expected a JSON object",
+                    }));
                 }
-                Some(b'{' | b'[') => {
-                    depth += 1;
-                    self.at += 1;
+                let at = skip_whitespace(bytes, at + 1);
+                if peek(bytes, at) == b'}' {
+                    self.state = State::Done;
+                    return Ok(None);
                 }
-                Some(b'}' | b']') => {
-                    depth -= 1;
-                    self.at += 1;
-                    if depth == 0 {
-                        return Ok(());
-                    }
-                }
-                Some(_) => self.at += 1,
-                None => return Err(self.error("unexpected end")),
+                at
             }
-        }
-    }
-
-    /// Steps over a string, quotes included; true if it has an escape.
-    #[inline(always)]
-    fn string(&mut self) -> Result<bool, JsonError> {
-        self.at += 1;
-        let mut escaped = false;
-        loop {
-            match find_quote_or_backslash(self.bytes, self.at) {
-                Some(i) if self.bytes[i] == b'"' => {
-                    self.at = i + 1;
-                    return Ok(escaped);
+            State::Fields => match after_value(bytes, at) {
+                Ok(Some(next)) => next,
+                Ok(None) => {
+                    self.state = State::Done;
+                    return Ok(None);
                 }
-                Some(i) => {
-                    escaped = true;
-                    self.at = i + 2; // skip the escaped byte
-                }
-                None => {
-                    self.at = self.bytes.len();
-                    return Err(self.error("unterminated string"));
-                }
+                Err(e) => return Err(self.error(e)),
+            },
+            State::Done => return Ok(None),
+        };
+        match field_at(bytes, start) {
+            Ok((field, end)) => {
+                self.state = State::Fields;
+                self.at = end;
+                Ok(Some(field))
             }
+            Err(e) => Err(self.error(e)),
         }
     }
 }
@@ -403,9 +363,249 @@ impl<'a> Object<'a> {
 impl<'a> Iterator for Object<'a> {
     type Item = Result<Field<'a>, JsonError>;
 
-    #[inline(always)]
     fn next(&mut self) -> Option<Self::Item> {
         self.next_field().transpose()
+    }
+}
+
+/// A wanted field name, as its length and first eight bytes: two compares
+/// tell most names apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Name {
+    len: usize,
+    head: u64,
+}
+
+impl Name {
+    #[inline(always)]
+    fn of(name: &[u8]) -> Name {
+        Name {
+            len: name.len(),
+            head: head_word(name),
+        }
+    }
+}
+
+impl<'a> Field<'a> {
+    /// The name between its quotes and its [`Name`]; `None` when it has an
+    /// escape.
+    #[inline(always)]
+    fn plain_name(&self) -> Option<(&'a [u8], Name)> {
+        let inner = &self.name.0[1..self.name.0.len() - 1];
+        (!self.name_escaped).then(|| (inner, Name::of(inner)))
+    }
+
+    /// True when the field, whose [`Field::plain_name`] is `plain`, is
+    /// called `name`, whose [`Name`] is `wanted`.
+    #[inline(always)]
+    fn is(&self, plain: Option<(&[u8], Name)>, name: &str, wanted: Name) -> bool {
+        match plain {
+            Some((inner, have)) => {
+                have == wanted && (wanted.len <= 8 || short_eq(&inner[8..], &name.as_bytes()[8..]))
+            }
+            None => self.name_is(name),
+        }
+    }
+}
+
+/// The first eight bytes of `s` as a little-endian word, zero-padded;
+/// without a loop or a variable-length copy (which a guest makes a call).
+#[inline(always)]
+fn head_word(s: &[u8]) -> u64 {
+    if let Some(word) = s.first_chunk::<8>() {
+        return u64::from_le_bytes(*word);
+    }
+    if let (Some(low), Some(high)) = (s.first_chunk::<4>(), s.last_chunk::<4>()) {
+        // Two overlapping halves: the shared bytes are equal, so OR keeps
+        // them.
+        let shift = 8 * (s.len() - 4);
+        return u64::from(u32::from_le_bytes(*low)) | u64::from(u32::from_le_bytes(*high)) << shift;
+    }
+    // Neither a loop (a deadline check in a guest) nor a closure (which
+    // need not be inlined).
+    let mut word = 0;
+    if let Some(&b) = s.first() {
+        word |= u64::from(b);
+    }
+    if let Some(&b) = s.get(1) {
+        word |= u64::from(b) << 8;
+    }
+    if let Some(&b) = s.get(2) {
+        word |= u64::from(b) << 16;
+    }
+    word
+}
+
+/// The value of one to eight ASCII digits, `None` if any byte is not one,
+/// by SWAR: the digits are shifted to the top of a word under leading `0`s,
+/// checked in one go and combined pairwise (two digits, four, then eight).
+#[inline(always)]
+fn eight_digits(digits: &[u8]) -> Option<u64> {
+    const ZEROS: u64 = u64::from_ne_bytes([b'0'; 8]);
+    let n = digits.len();
+    debug_assert!((1..=8).contains(&n));
+    let pad = 8 * (8 - n as u32);
+    // The first digit is the lowest byte: shifting up makes room below it.
+    let word = head_word(digits).wrapping_shl(pad) | ZEROS.checked_shr(64 - pad).unwrap_or(0);
+    // Every byte is 0x30..=0x39: its high nibble is 3, and adding 6 keeps it so.
+    const HIGH: u64 = u64::from_ne_bytes([0xF0; 8]);
+    let sixes = word.wrapping_add(u64::from_ne_bytes([0x06; 8]));
+    if word & HIGH != ZEROS & HIGH || sixes & HIGH != ZEROS & HIGH {
+        return None;
+    }
+    let v = word - ZEROS;
+    let v = (v * 10 + (v >> 8)) & 0x00FF_00FF_00FF_00FF; // pairs
+    let v = (v * 100 + (v >> 16)) & 0x0000_FFFF_0000_FFFF; // quads
+    Some((v * 10_000 + (v >> 32)) & 0xFFFF_FFFF)
+}
+
+/// The byte at `at` (0 past the end, which no check accepts).
+#[inline(always)]
+fn peek(bytes: &[u8], at: usize) -> u8 {
+    bytes.get(at).copied().unwrap_or(0)
+}
+
+#[inline(always)]
+fn skip_whitespace(bytes: &[u8], mut at: usize) -> usize {
+    // Mostly there is none: no loop entered then.
+    if !is_whitespace(peek(bytes, at)) {
+        return at;
+    }
+    while is_whitespace(peek(bytes, at)) {
+        at += 1;
+    }
+    at
+}
+
+// The byte tests below are `if` chains rather than `match`es: LLVM turns a
+// byte `match` into a WebAssembly `br_table`, which runs as an indirect
+// jump (a hot spot in the guest's profile). The helpers are
+// `inline(always)`: in a guest every call also checks the stack limit and
+// saves registers.
+
+/// After a value (and whitespace) at `at`: the start of the next field's
+/// name after a `,`, or `None` at the closing `}`.
+#[inline(always)]
+fn after_value(bytes: &[u8], at: usize) -> Result<Option<usize>, JsonError> {
+    let byte = peek(bytes, at);
+    if byte == b',' {
+        Ok(Some(skip_whitespace(bytes, at + 1)))
+    } else if byte == b'}' {
+        Ok(None)
+    } else {
+        Err(JsonError {
+            at,
+            what: "expected `,` or `}`",
+        })
+    }
+}
+
+/// The field whose name starts at `at`, and the position after its value.
+#[inline(always)]
+fn field_at(bytes: &[u8], at: usize) -> Result<(Field<'_>, usize), JsonError> {
+    if peek(bytes, at) != b'"' {
+        return Err(JsonError {
+            at,
+            what: "expected a field name",
+        });
+    }
+    let (name_end, name_escaped) = string_end(bytes, at)?;
+    let colon = skip_whitespace(bytes, name_end);
+    if peek(bytes, colon) != b':' {
+        return Err(JsonError {
+            at: colon,
+            what: "expected `:`",
+        });
+    }
+    let start = skip_whitespace(bytes, colon + 1);
+    let end = value_end(bytes, start)?;
+    let field = Field {
+        name: Value(&bytes[at..name_end]),
+        value: Value(&bytes[start..end]),
+        name_escaped,
+    };
+    Ok((field, end))
+}
+
+/// The end of the value that starts at `start`.
+#[inline(always)]
+fn value_end(bytes: &[u8], start: usize) -> Result<usize, JsonError> {
+    let byte = peek(bytes, start);
+    if byte == b'"' {
+        return Ok(string_end(bytes, start)?.0);
+    }
+    if byte | 0x20 == b'{' {
+        return nested_end(bytes, start); // `{` or `[`
+    }
+    let end = find_scalar_end(bytes, start).unwrap_or(bytes.len());
+    if end == start {
+        return Err(JsonError {
+            at: start,
+            what: if start == bytes.len() {
+                "unexpected end"
+            } else {
+                "expected a value"
+            },
+        });
+    }
+    Ok(end)
+}
+
+/// The end of the object or array that starts at `at`.
+fn nested_end(bytes: &[u8], mut at: usize) -> Result<usize, JsonError> {
+    let mut depth = 0usize;
+    loop {
+        match bytes.get(at) {
+            Some(b'"') => at = string_end(bytes, at)?.0,
+            Some(b'{' | b'[') => {
+                depth += 1;
+                at += 1;
+            }
+            Some(b'}' | b']') => {
+                depth -= 1;
+                at += 1;
+                if depth == 0 {
+                    return Ok(at);
+                }
+            }
+            Some(_) => at += 1,
+            None => {
+                return Err(JsonError {
+                    at,
+                    what: "unexpected end",
+                });
+            }
+        }
+    }
+}
+
+/// The end of the string that starts at `at` (after its closing quote),
+/// and whether it has an escape.
+#[inline(always)]
+fn string_end(bytes: &[u8], at: usize) -> Result<(usize, bool), JsonError> {
+    match find_quote_or_backslash(bytes, at + 1) {
+        Some(i) if bytes[i] == b'"' => Ok((i + 1, false)),
+        Some(i) => Ok((escaped_string_end(bytes, i)?, true)),
+        None => Err(unterminated(bytes)),
+    }
+}
+
+/// The end of a string from its first backslash at `at` on.
+fn escaped_string_end(bytes: &[u8], mut at: usize) -> Result<usize, JsonError> {
+    loop {
+        at += 2; // the backslash and the byte it escapes
+        match find_quote_or_backslash(bytes, at) {
+            Some(i) if bytes[i] == b'"' => return Ok(i + 1),
+            Some(i) => at = i,
+            None => return Err(unterminated(bytes)),
+        }
+    }
+}
+
+fn unterminated(bytes: &[u8]) -> JsonError {
+    JsonError {
+        at: bytes.len(),
+        what: "unterminated string",
     }
 }
 
@@ -433,67 +633,127 @@ fn is_whitespace(byte: u8) -> bool {
 }
 
 /// Index of the first byte at or after `from` for which `hit` flags a
-/// byte of the word, or for which `byte_hit` holds in the tail.
+/// byte of the word.
+///
+/// In a guest every loop iteration checks the CPU deadline, so the first
+/// word (where most names, strings and numbers end) is read before the
+/// loop, and the last few bytes as one zero-padded word rather than a
+/// byte at a time.
 #[inline(always)]
-fn find(
-    bytes: &[u8],
-    from: usize,
-    hit: impl Fn(u64) -> u64,
-    byte_hit: impl Fn(u8) -> bool,
-) -> Option<usize> {
+fn find(bytes: &[u8], from: usize, hit: impl Fn(u64) -> u64) -> Option<usize> {
     let mut at = from;
-    while let Some(chunk) = bytes.get(at..).and_then(<[u8]>::first_chunk::<8>) {
+    if let Some(chunk) = bytes.get(at..).and_then(<[u8]>::first_chunk::<8>) {
         let hits = hit(u64::from_le_bytes(*chunk));
         if hits != 0 {
             return Some(at + (hits.trailing_zeros() / 8) as usize);
         }
         at += 8;
+        while let Some(chunk) = bytes.get(at..).and_then(<[u8]>::first_chunk::<8>) {
+            let hits = hit(u64::from_le_bytes(*chunk));
+            if hits != 0 {
+                return Some(at + (hits.trailing_zeros() / 8) as usize);
+            }
+            at += 8;
+        }
     }
-    bytes
-        .get(at..)?
-        .iter()
-        .position(|&b| byte_hit(b))
-        .map(|i| at + i)
+    let rest = bytes.get(at..).filter(|rest| !rest.is_empty())?;
+    // Flags in the padding are dropped; those below are exact, as a
+    // borrow only runs upwards.
+    let hits = hit(head_word(rest)) & (HIGHS >> (8 * (8 - rest.len())));
+    (hits != 0).then(|| at + (hits.trailing_zeros() / 8) as usize)
 }
 
 /// Index of the first `"` or `\` at or after `from`.
 #[inline(always)]
 fn find_quote_or_backslash(bytes: &[u8], from: usize) -> Option<usize> {
-    find(
-        bytes,
-        from,
-        |w| bytes_equal(w, b'"') | bytes_equal(w, b'\\'),
-        |b| b == b'"' || b == b'\\',
-    )
+    find(bytes, from, |w| {
+        bytes_equal(w, b'"') | bytes_equal(w, b'\\')
+    })
 }
 
 /// Index of the first byte at or after `from` that ends a number or
 /// literal: `,`, `}`, `]` or whitespace (any byte up to space).
 #[inline(always)]
 fn find_scalar_end(bytes: &[u8], from: usize) -> Option<usize> {
-    find(
-        bytes,
-        from,
-        |w| {
-            bytes_equal(w, b',')
-                | bytes_equal(w, b'}')
-                | bytes_equal(w, b']')
-                | bytes_below(w, 0x21)
-        },
-        |b| b == b',' || b == b'}' || b == b']' || b <= b' ',
-    )
+    find(bytes, from, |w| {
+        bytes_equal(w, b',') | bytes_equal(w, b'}') | bytes_equal(w, b']') | bytes_below(w, 0x21)
+    })
 }
 
 /// True when `s` cannot be written between JSON quotes as it is: it holds
 /// a `"`, a `\` or a control character.
+#[inline(always)]
 pub fn needs_escape(s: &[u8]) -> bool {
-    find(
-        s,
-        0,
-        |w| bytes_equal(w, b'"') | bytes_equal(w, b'\\') | bytes_below(w, 0x20),
-        |b| b == b'"' || b == b'\\' || b < 0x20,
-    )
+    find(s, 0, |w| {
+        bytes_equal(w, b'"') | bytes_equal(w, b'\\') | bytes_below(w, 0x20)
+    })
     .is_some()
+}
+
+/// Appends `value` in decimal, as JSON writes an integer.
+///
+/// Without a loop or a variable-length copy (in a guest, a deadline check
+/// per iteration and a call per copy): up to eight digits are made at once
+/// in one word, which is written whole and then cut to its length.
+///
+/// ```
+/// let mut out = b"n=".to_vec();
+/// weir_batch::json::write_u64(&mut out, 1_234_567_890);
+/// assert_eq!(out, b"n=1234567890");
+/// ```
+#[inline(always)]
+pub fn write_u64(buf: &mut Vec<u8>, value: u64) {
+    const E8: u64 = 100_000_000;
+    if value < E8 {
+        write_short(buf, value as u32);
+    } else if value < E8 * E8 {
+        write_short(buf, (value / E8) as u32);
+        buf.extend_from_slice(&ascii_digits((value % E8) as u32).to_le_bytes());
+    } else {
+        write_short(buf, (value / (E8 * E8)) as u32);
+        buf.extend_from_slice(&ascii_digits((value / E8 % E8) as u32).to_le_bytes());
+        buf.extend_from_slice(&ascii_digits((value % E8) as u32).to_le_bytes());
+    }
+}
+
+/// Appends `value` in decimal, as JSON writes an integer.
+#[inline(always)]
+pub fn write_i64(buf: &mut Vec<u8>, value: i64) {
+    if value < 0 {
+        buf.push(b'-');
+    }
+    write_u64(buf, value.unsigned_abs());
+}
+
+/// Appends `value` (below 10⁸) without leading zeros.
+#[inline(always)]
+fn write_short(buf: &mut Vec<u8>, value: u32) {
+    let digits = 1
+        + u32::from(value >= 10)
+        + u32::from(value >= 100)
+        + u32::from(value >= 1_000)
+        + u32::from(value >= 10_000)
+        + u32::from(value >= 100_000)
+        + u32::from(value >= 1_000_000)
+        + u32::from(value >= 10_000_000);
+    let end = buf.len() + digits as usize;
+    // The leading zeros are the low bytes: shifted out.
+    buf.extend_from_slice(&(ascii_digits(value) >> (8 * (8 - digits))).to_le_bytes());
+    buf.truncate(end);
+}
+
+/// `value` (below 10⁸) as eight ASCII digits with leading zeros, the first
+/// in the lowest byte: split into halves of four digits, pairs, then
+/// digits, all lanes at once (each multiply-and-shift divides every lane
+/// by 100 or 10, exactly for lanes this small).
+#[inline(always)]
+fn ascii_digits(value: u32) -> u64 {
+    let halves = u64::from(value / 10_000) | u64::from(value % 10_000) << 32;
+    let hundreds = ((halves * 10_486) >> 20) & 0x0000_007F_0000_007F;
+    let pairs = hundreds | (halves - hundreds * 100) << 16;
+    let tens = ((pairs * 103) >> 10) & 0x000F_000F_000F_000F;
+    let digits = tens | (pairs - tens * 10) << 8;
+    digits + u64::from_ne_bytes([b'0'; 8])
 }
 
 /// `a == b`, comparing words rather than calling `memcmp` (which a
@@ -674,6 +934,96 @@ mod tests {
         }
     }
 
+    /// `pick` as the iterator gives it: the first occurrence of each name,
+    /// stopping once all are found, or the first error before that.
+    fn pick_by_iterating<'a, const N: usize>(
+        json: &'a [u8],
+        names: [&str; N],
+    ) -> Result<[Option<Value<'a>>; N], JsonError> {
+        let mut found = [None; N];
+        for field in Object::new(json) {
+            let field = field?;
+            if let Some(i) = (0..N).find(|&i| found[i].is_none() && field.name_is(names[i])) {
+                found[i] = Some(field.value);
+                if found.iter().all(Option::is_some) {
+                    break;
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    #[test]
+    fn pick_and_get_agree_with_the_iterator_on_random_objects() {
+        // Objects from random parts (escaped and repeated names, nested
+        // values, whitespace), some cut short or with a byte replaced.
+        let names = [
+            "a",
+            "bb",
+            "price",
+            "date_time",
+            "a_long_name_1",
+            "\\u0070rice",
+        ];
+        let values = [
+            "1",
+            "-2.5e3",
+            "true",
+            "null",
+            "\"s\"",
+            "\"q\\\"\"",
+            "\"0123456789abcdef01\"",
+            "[1,{\"a\":\"]\"}]",
+            "{}",
+            "18446744073709551615",
+        ];
+        let blanks = ["", " ", "\n\t"];
+        let mut seed = 5u64;
+        let mut next = |n: usize| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as usize % n
+        };
+        for _ in 0..3000 {
+            let mut json = String::from(blanks[next(3)]);
+            json.push('{');
+            for i in 0..next(7) {
+                if i > 0 {
+                    json.push(',');
+                }
+                json.push_str(blanks[next(3)]);
+                json.push_str(&format!("\"{}\"", names[next(names.len())]));
+                json.push_str(blanks[next(3)]);
+                json.push(':');
+                json.push_str(blanks[next(3)]);
+                json.push_str(values[next(values.len())]);
+                json.push_str(blanks[next(3)]);
+            }
+            json.push('}');
+            let mut bytes = json.into_bytes();
+            match next(4) {
+                0 => bytes.truncate(next(bytes.len() + 1)),
+                1 => {
+                    let at = next(bytes.len());
+                    bytes[at] = b"{}[],:\" 1x\\"[next(11)];
+                }
+                _ => {}
+            }
+            let want = pick_by_iterating(&bytes, ["price", "a", "date_time", "a_long_name_1"]);
+            let got = Object::new(&bytes).pick(["price", "a", "date_time", "a_long_name_1"]);
+            assert_eq!(got, want, "{}", String::from_utf8_lossy(&bytes));
+            let [want] = pick_by_iterating(&bytes, ["bb"]).map_or([None], |v| v);
+            if let Ok(got) = Object::new(&bytes).get("bb") {
+                assert_eq!(got, want, "{}", String::from_utf8_lossy(&bytes));
+            }
+            assert_eq!(
+                Object::new(&bytes).get("bb").is_err(),
+                pick_by_iterating(&bytes, ["bb"]).is_err()
+            );
+        }
+    }
+
     #[test]
     fn malformed_objects_name_the_byte() {
         let err = |json: &str| {
@@ -744,6 +1094,58 @@ mod tests {
         }
         assert_eq!(n("true").as_bool(), Some(true));
         assert!(n("null").is_null());
+    }
+
+    #[test]
+    fn integers_of_every_length_parse_as_rust_does() {
+        // Eight digits at a time up to 16, a loop beyond: every length, and
+        // every position of a byte that is not a digit.
+        let mut seed = 11u64;
+        for len in 1..=21usize {
+            for _ in 0..50 {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let text: String = (0..len)
+                    .map(|i| char::from(b'0' + ((seed >> (i * 3 % 61)) % 10) as u8))
+                    .collect();
+                let want = text
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|_| len == 1 || !text.starts_with('0'));
+                assert_eq!(Value(text.as_bytes()).as_u64(), want, "{text}");
+                for (at, bad) in [(0, b'/'), (len / 2, b':'), (len - 1, b'a'), (len - 1, 0xB0)] {
+                    let mut bytes = text.clone().into_bytes();
+                    bytes[at] = bad;
+                    assert_eq!(Value(&bytes).as_u64(), None, "{bytes:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn integers_are_written_as_rust_writes_them() {
+        let mut seed = 3u64;
+        let mut values = vec![0, 9, 10, 99_999_999, 100_000_000, u64::MAX, i64::MAX as u64];
+        for digits in 1..=20u32 {
+            let low = 10u64.checked_pow(digits - 1).unwrap_or(0);
+            values.extend([low, low.saturating_mul(10).saturating_sub(1)]);
+            for _ in 0..100 {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                values.push(low.saturating_add(seed % low.saturating_mul(9).max(1)));
+            }
+        }
+        for value in values {
+            let mut out = b"x".to_vec();
+            write_u64(&mut out, value);
+            assert_eq!(out, format!("x{value}").as_bytes());
+            let signed = value as i64;
+            out.clear();
+            write_i64(&mut out, signed);
+            assert_eq!(out, signed.to_string().as_bytes());
+        }
     }
 
     #[test]

@@ -292,13 +292,39 @@ impl<'a> Cursor<'a> {
     }
 
     fn read_event(&mut self) -> Result<EventRef<'a>, CursorError> {
-        let ts = self.take(8, "truncated event header")?;
-        let mut ts_bytes = [0u8; 8];
-        ts_bytes.copy_from_slice(ts);
-        let timestamp = i64::from_le_bytes(ts_bytes);
-        let key_len = self.u32("truncated event header")?;
-        let value_len = self.u32("truncated event header")?;
-        let header_count = self.u32("truncated event header")?;
+        // The fixed part in one bounds check.
+        let fixed = self
+            .bytes
+            .get(self.pos..)
+            .and_then(<[u8]>::first_chunk::<EVENT_HEADER_LEN>)
+            .ok_or((self.pos, "truncated event header"))?;
+        let [
+            t0,
+            t1,
+            t2,
+            t3,
+            t4,
+            t5,
+            t6,
+            t7,
+            k0,
+            k1,
+            k2,
+            k3,
+            v0,
+            v1,
+            v2,
+            v3,
+            h0,
+            h1,
+            h2,
+            h3,
+        ] = *fixed;
+        let timestamp = i64::from_le_bytes([t0, t1, t2, t3, t4, t5, t6, t7]);
+        let key_len = u32::from_le_bytes([k0, k1, k2, k3]);
+        let value_len = u32::from_le_bytes([v0, v1, v2, v3]);
+        let header_count = u32::from_le_bytes([h0, h1, h2, h3]);
+        self.pos += EVENT_HEADER_LEN;
         let key = if key_len == NO_KEY {
             None
         } else {
@@ -474,12 +500,14 @@ impl BatchWriter {
     }
 
     fn write_fixed(&mut self, timestamp: i64, key: Option<&[u8]>, value_len: usize, headers: u32) {
-        self.buf.extend_from_slice(&timestamp.to_le_bytes());
+        // One append for the fixed part: one capacity check.
         let key_len = key.map_or(NO_KEY, |k| len_u32(k.len()));
-        self.buf.extend_from_slice(&key_len.to_le_bytes());
-        self.buf
-            .extend_from_slice(&len_u32(value_len).to_le_bytes());
-        self.buf.extend_from_slice(&headers.to_le_bytes());
+        let mut fixed = [0u8; EVENT_HEADER_LEN];
+        fixed[..8].copy_from_slice(&timestamp.to_le_bytes());
+        fixed[8..12].copy_from_slice(&key_len.to_le_bytes());
+        fixed[12..16].copy_from_slice(&len_u32(value_len).to_le_bytes());
+        fixed[16..].copy_from_slice(&headers.to_le_bytes());
+        self.buf.extend_from_slice(&fixed);
         if let Some(key) = key {
             self.buf.extend_from_slice(key);
         }
