@@ -276,13 +276,26 @@ impl Output {
         like: &Event<'_>,
         write: impl FnOnce(&mut JsonObject<'_>) -> Result<(), Error>,
     ) -> Result<(), Error> {
-        self.emit_with(like, |buf| {
-            let mut row = JsonObject { buf, first: true };
-            row.buf.push(b'{');
-            write(&mut row)?;
-            row.buf.push(b'}');
-            Ok(())
-        })
+        self.emit_with(like, |buf| JsonObject::write(buf, write))
+    }
+
+    /// Emits a JSON object written field by field, with `timestamp` and
+    /// `key` and no headers; nothing if `write` fails.
+    pub(crate) fn emit_object_at(
+        &mut self,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        write: impl FnOnce(&mut JsonObject<'_>) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let mut result = Ok(());
+        let mark = self.writer.mark();
+        self.writer.push_with(timestamp, key, &[], |buf| {
+            result = JsonObject::write(buf, write);
+        });
+        if result.is_err() {
+            self.writer.undo_to(mark);
+        }
+        result
     }
 
     /// Emits an event with the key, timestamp and headers of `like` whose
@@ -342,6 +355,19 @@ pub struct JsonObject<'b> {
 }
 
 impl JsonObject<'_> {
+    /// Writes the braces around what `write` writes.
+    #[inline(always)]
+    fn write(
+        buf: &mut Vec<u8>,
+        write: impl FnOnce(&mut JsonObject<'_>) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let mut row = JsonObject { buf, first: true };
+        row.buf.push(b'{');
+        write(&mut row)?;
+        row.buf.push(b'}');
+        Ok(())
+    }
+
     // `inline(always)` here and below: with a literal name the escape check
     // folds away, and in a guest a call costs a frame and a stack check.
     #[inline(always)]

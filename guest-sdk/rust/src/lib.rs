@@ -110,23 +110,34 @@ impl std::error::Error for BatchError {}
 ///
 /// # Errors
 /// A malformed batch, or the first event `operator` rejected (with its index).
+/// `out` then holds what the events before it gave (the component drops it).
 pub fn run_batch<O: Operator>(
     operator: &mut O,
     input: &[u8],
     out: &mut Output,
 ) -> Result<(), BatchError> {
-    let batch = batch::Batch::new(input).map_err(|e| BatchError {
+    // One walk over the batch, checking its format as it goes (the events
+    // a guest receives are read once, not validated first and read again).
+    let mut index = 0u32;
+    let mut failed = None;
+    let walked = batch::read_events(input, |event| {
+        if failed.is_none()
+            && let Err(e) = operator.process(&Event::new(event, index), out)
+        {
+            failed = Some(BatchError {
+                message: e.to_string(),
+                event_index: Some(index),
+            });
+        }
+        index = index.saturating_add(1);
+    });
+    if let Some(error) = failed {
+        return Err(error);
+    }
+    walked.map_err(|e| BatchError {
         message: e.to_string(),
         event_index: None,
     })?;
-    for (index, event) in batch.iter().enumerate() {
-        let index = u32::try_from(index).unwrap_or(u32::MAX);
-        let event = Event::new(event, index);
-        operator.process(&event, out).map_err(|e| BatchError {
-            message: e.to_string(),
-            event_index: Some(index),
-        })?;
-    }
     Ok(())
 }
 

@@ -45,8 +45,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::batch::window::{FiredWindows, Slots, SlotsWriter};
-use crate::batch::{Batch, EventRef};
-use crate::{BatchError, Config, Error, Event, Output};
+use crate::batch::{Batch, EVENT_HEADER_LEN, EventRef};
+use crate::{BatchError, Config, Error, Event, JsonObject, Output};
 
 /// A window that fires: its key and bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +83,39 @@ impl<'a> Window<'a> {
             result = serde_json::to_writer(&mut *buf, value);
         });
         result.map_err(Error::from)
+    }
+}
+
+impl Window<'_> {
+    /// Emits a JSON object written field by field (see [`JsonObject`]),
+    /// with the window's key and its last millisecond as event time, as
+    /// [`Window::emit_json`] does but without serde.
+    ///
+    /// ```
+    /// let window = weir_guest::window::Window { start: 0, end: 10, key: Some(b"a") };
+    /// let mut out = weir_guest::Output::new();
+    /// window.emit_object(&mut out, |row| {
+    ///     row.str("key", window.key_str()?);
+    ///     row.u64("count", 3);
+    ///     row.i64("window_end", window.end);
+    ///     Ok(())
+    /// })?;
+    /// # let bytes = out.finish();
+    /// # let batch = weir_guest::batch::Batch::new(&bytes).unwrap();
+    /// # let event = batch.iter().next().unwrap();
+    /// # assert_eq!((event.timestamp, event.key), (9, Some(&b"a"[..])));
+    /// # assert_eq!(event.value, br#"{"key":"a","count":3,"window_end":10}"#);
+    /// # Ok::<(), weir_guest::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// What `write` returns; nothing is emitted then.
+    pub fn emit_object(
+        &self,
+        out: &mut Output,
+        write: impl FnOnce(&mut JsonObject<'_>) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        out.emit_object_at(self.end - 1, self.key, write)
     }
 }
 
@@ -184,8 +217,13 @@ pub fn run_add<A: Aggregate>(
         .iter()
         .map(decode::<A::Acc>)
         .collect::<Result<Vec<_>, _>>()?;
-    let batch = Batch::new(events).map_err(|e| batch_error(e.to_string(), None))?;
-    let events: Vec<EventRef<'_>> = batch.iter().collect();
+    // One walk: the format is checked as the events are collected.
+    // (An event takes at least its fixed part: a count cannot over-reserve.)
+    let count = crate::batch::event_count(events).min(events.len() / EVENT_HEADER_LEN);
+    let mut collected: Vec<EventRef<'_>> = Vec::with_capacity(count);
+    crate::batch::read_events(events, |e| collected.push(e))
+        .map_err(|e| batch_error(e.to_string(), None))?;
+    let events = collected;
     for pair in assignments.chunks_exact(2) {
         let (index, group) = (pair[0], pair[1] as usize);
         let event = events

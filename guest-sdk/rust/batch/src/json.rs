@@ -173,6 +173,27 @@ impl<'a> Value<'a> {
     }
 }
 
+/// `text` as a JSON integer that fits a `u64`, as [`Value::as_u64`] reads
+/// a value: no sign, leading zero, fraction or exponent.
+///
+/// ```
+/// use weir_batch::json::{parse_i64, parse_u64};
+/// assert_eq!(parse_u64(b"1007"), Some(1007));
+/// assert_eq!((parse_u64(b"007"), parse_u64(b"-1")), (None, None));
+/// assert_eq!(parse_i64(b"-1"), Some(-1));
+/// ```
+#[inline(always)]
+pub fn parse_u64(text: &[u8]) -> Option<u64> {
+    Value(text).as_u64()
+}
+
+/// `text` as a JSON integer that fits an `i64`, as [`Value::as_i64`]
+/// reads a value.
+#[inline(always)]
+pub fn parse_i64(text: &[u8]) -> Option<i64> {
+    Value(text).as_i64()
+}
+
 /// One field of an object: its name (a JSON string, quotes included) and
 /// its value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
