@@ -298,32 +298,10 @@ impl<'a> Cursor<'a> {
             .get(self.pos..)
             .and_then(<[u8]>::first_chunk::<EVENT_HEADER_LEN>)
             .ok_or((self.pos, "truncated event header"))?;
-        let [
-            t0,
-            t1,
-            t2,
-            t3,
-            t4,
-            t5,
-            t6,
-            t7,
-            k0,
-            k1,
-            k2,
-            k3,
-            v0,
-            v1,
-            v2,
-            v3,
-            h0,
-            h1,
-            h2,
-            h3,
-        ] = *fixed;
-        let timestamp = i64::from_le_bytes([t0, t1, t2, t3, t4, t5, t6, t7]);
-        let key_len = u32::from_le_bytes([k0, k1, k2, k3]);
-        let value_len = u32::from_le_bytes([v0, v1, v2, v3]);
-        let header_count = u32::from_le_bytes([h0, h1, h2, h3]);
+        let timestamp = i64::from_le_bytes(bytes_at(fixed, 0));
+        let key_len = u32::from_le_bytes(bytes_at(fixed, 8));
+        let value_len = u32::from_le_bytes(bytes_at(fixed, 12));
+        let header_count = u32::from_le_bytes(bytes_at(fixed, 16));
         self.pos += EVENT_HEADER_LEN;
         let key = if key_len == NO_KEY {
             None
@@ -351,6 +329,13 @@ impl<'a> Cursor<'a> {
         let value = self.take(value_len, "header value runs past the end of the buffer")?;
         Ok((name, value))
     }
+}
+
+/// `N` bytes of an event's fixed part from `at` (with a constant `at`, the
+/// bounds checks fold away).
+#[inline(always)]
+fn bytes_at<const N: usize>(fixed: &[u8; EVENT_HEADER_LEN], at: usize) -> [u8; N] {
+    std::array::from_fn(|i| fixed[at + i])
 }
 
 fn read_u32(bytes: &[u8], pos: usize) -> Option<u32> {
