@@ -95,6 +95,18 @@ pub fn json_field<'a>(value: &'a [u8], field: &str) -> Result<Cow<'a, [u8]>, Str
     }
 }
 
+/// Two events' keys are the same (`None` only equals `None`), by word
+/// compares: keys are mostly a few bytes, where a `memcmp` call costs more
+/// than the compare.
+#[inline(always)]
+pub fn same_key(a: Option<&[u8]>, b: Option<&[u8]>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => weir_batch::bytes_eq(a, b),
+        (None, None) => true,
+        _ => false,
+    }
+}
+
 /// The key group of a key, in `0..max_parallelism`. Stable across runs,
 /// builds and platforms (it decides where state lives in checkpoints).
 pub fn key_group(key: &[u8], max_parallelism: u16) -> u16 {

@@ -215,7 +215,7 @@ impl Field<'_> {
         if self.name_escaped {
             return self.name.as_str().is_ok_and(|n| n == name);
         }
-        short_eq(&self.name.0[1..self.name.0.len() - 1], name.as_bytes())
+        crate::bytes_eq(&self.name.0[1..self.name.0.len() - 1], name.as_bytes())
     }
 }
 
@@ -422,7 +422,8 @@ impl<'a> Field<'a> {
     fn is(&self, plain: Option<(&[u8], Name)>, name: &str, wanted: Name) -> bool {
         match plain {
             Some((inner, have)) => {
-                have == wanted && (wanted.len <= 8 || short_eq(&inner[8..], &name.as_bytes()[8..]))
+                have == wanted
+                    && (wanted.len <= 8 || crate::bytes_eq(&inner[8..], &name.as_bytes()[8..]))
             }
             None => self.name_is(name),
         }
@@ -777,40 +778,6 @@ fn ascii_digits(value: u32) -> u64 {
     digits + u64::from_ne_bytes([b'0'; 8])
 }
 
-/// `a == b`, comparing words rather than calling `memcmp` (which a
-/// WebAssembly guest runs a byte at a time).
-#[inline(always)]
-fn short_eq(a: &[u8], b: &[u8]) -> bool {
-    fn word(s: &[u8], at: usize) -> u64 {
-        s.get(at..)
-            .and_then(<[u8]>::first_chunk::<8>)
-            .map_or(0, |c| u64::from_le_bytes(*c))
-    }
-    fn half(s: &[u8], at: usize) -> u32 {
-        s.get(at..)
-            .and_then(<[u8]>::first_chunk::<4>)
-            .map_or(0, |c| u32::from_le_bytes(*c))
-    }
-    let n = a.len();
-    if n != b.len() {
-        return false;
-    }
-    match n {
-        0..4 => a == b,
-        4..8 => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
-        _ => {
-            let mut at = 0;
-            while at + 8 < n {
-                if word(a, at) != word(b, at) {
-                    return false;
-                }
-                at += 8;
-            }
-            word(a, n - 8) == word(b, n - 8)
-        }
-    }
-}
-
 /// Unescapes the inside of a JSON string.
 fn unescape(inner: &[u8]) -> Result<String, JsonError> {
     let err = |at: usize, what| JsonError { at: at + 1, what };
@@ -947,10 +914,10 @@ mod tests {
             assert_eq!(needs_escape(&s), esc, "{s:?}");
             for cut in 0..s.len() {
                 let mut t = s.clone();
-                assert!(short_eq(&s, &t));
+                assert!(crate::bytes_eq(&s, &t));
                 t[cut] ^= 1;
-                assert!(!short_eq(&s, &t), "{s:?} {cut}");
-                assert!(!short_eq(&s, &s[..cut]));
+                assert!(!crate::bytes_eq(&s, &t), "{s:?} {cut}");
+                assert!(!crate::bytes_eq(&s, &s[..cut]));
             }
         }
     }

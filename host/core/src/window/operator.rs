@@ -32,7 +32,7 @@ use super::slices::{self, KeyHash, SliceCache};
 use super::timers::{Key, Timers, key_of};
 use super::{FunctionKind, Slicing, Window, WindowFunction, WindowSpec};
 use crate::checkpoint;
-use crate::keys::key_group;
+use crate::keys::{key_group, same_key};
 use crate::operator::{FailureKind, OperatorFailure};
 use crate::state::{Deferred, StateError, StateStore};
 use crate::time::BEFORE_TIME;
@@ -339,12 +339,14 @@ impl WindowOperator {
                 Some(key_hash) => key_hash.with(&unit),
                 None => self.group_hasher.hash_one((event.key, unit)),
             };
-            let pair = (event.key, unit);
-            let group = match index_of.find(hash, |g| group_list[*g as usize] == pair) {
+            let group = match index_of.find(hash, |g| {
+                let (key, window) = group_list[*g as usize];
+                window == unit && same_key(key, event.key)
+            }) {
                 Some(group) => *group,
                 None => {
                     let group = group_list.len() as u32;
-                    group_list.push(pair);
+                    group_list.push((event.key, unit));
                     group_hashes.push(hash);
                     key_hashes.push(key_hash);
                     index_of.insert_unique(hash, group, |g| group_hashes[*g as usize]);

@@ -29,6 +29,7 @@ use hashbrown::HashTable;
 use smallvec::SmallVec;
 
 use super::Window;
+use crate::keys::same_key;
 use crate::state::StateError;
 
 /// The bytes of cached entries (their keys, accumulators and slots) above
@@ -114,8 +115,9 @@ struct Table {
 
 impl Table {
     fn find(&self, hash: u32, key: Option<&[u8]>) -> Option<&Entry> {
-        self.entries
-            .find(table_hash(hash), |e| e.hash == hash && e.key() == key)
+        self.entries.find(table_hash(hash), |e| {
+            e.hash == hash && same_key(e.key(), key)
+        })
     }
 }
 
@@ -220,7 +222,7 @@ impl SliceCache {
         let h = hash.0;
         match table
             .entries
-            .find_mut(table_hash(h), |e| e.hash == h && e.key() == key)
+            .find_mut(table_hash(h), |e| e.hash == h && same_key(e.key(), key))
         {
             Some(entry) => {
                 self.bytes -= entry.size();
