@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use weir_batch::BatchWriter;
+use weir_batch::json::{write_i64, write_u64};
 
 use super::{Origin, Positions, Source, SourceBatch, SourceError, SourcePosition};
 
@@ -70,19 +71,18 @@ impl BidGenerator {
             let price = self.rng.between(100, 10_000_000);
             let rng = &mut self.rng;
             writer.push_with(timestamp, None, &[], |buf| {
-                let mut num = itoa::Buffer::new();
                 buf.extend_from_slice(b"{\"auction\":");
-                buf.extend_from_slice(num.format(auction).as_bytes());
+                write_u64(buf, auction);
                 buf.extend_from_slice(b",\"bidder\":");
-                buf.extend_from_slice(num.format(bidder).as_bytes());
+                write_u64(buf, bidder);
                 buf.extend_from_slice(b",\"price\":");
-                buf.extend_from_slice(num.format(price).as_bytes());
+                write_u64(buf, price);
                 buf.extend_from_slice(b",\"channel\":\"");
                 rng.hex(buf, 8);
                 buf.extend_from_slice(b"\",\"url\":\"");
                 rng.hex(buf, 60);
                 buf.extend_from_slice(b"\",\"date_time\":");
-                buf.extend_from_slice(num.format(timestamp).as_bytes());
+                write_i64(buf, timestamp);
                 buf.extend_from_slice(b",\"extra\":\"");
                 rng.hex(buf, 10);
                 buf.extend_from_slice(b"\"}");
@@ -251,17 +251,34 @@ impl SplitMix64 {
         low + ((u128::from(self.next()) * u128::from(span)) >> 64) as u64
     }
 
+    /// `len` random lowercase hex digits: each `next()` gives sixteen, the
+    /// lowest nibble first, made into ASCII eight at a time.
     fn hex(&mut self, buf: &mut Vec<u8>, len: usize) {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        let mut bits = 0u64;
-        for i in 0..len {
-            if i % 16 == 0 {
-                bits = self.next();
-            }
-            buf.push(DIGITS[(bits & 0xF) as usize]);
-            bits >>= 4;
+        let mut left = len;
+        while left > 0 {
+            let bits = self.next();
+            let mut digits = [0u8; 16];
+            digits[..8].copy_from_slice(&hex_digits(bits as u32).to_le_bytes());
+            digits[8..].copy_from_slice(&hex_digits((bits >> 32) as u32).to_le_bytes());
+            let take = left.min(16);
+            buf.extend_from_slice(&digits[..take]);
+            left -= take;
         }
     }
+}
+
+/// The eight nibbles of `nibbles`, lowest first, as ASCII hex digits in the
+/// bytes of a word, lowest byte first.
+fn hex_digits(nibbles: u32) -> u64 {
+    // Spread one nibble per byte: halves, then bytes, then nibbles.
+    let mut x = u64::from(nibbles);
+    x = (x | x << 16) & 0x0000_FFFF_0000_FFFF;
+    x = (x | x << 8) & 0x00FF_00FF_00FF_00FF;
+    x = (x | x << 4) & 0x0F0F_0F0F_0F0F_0F0F;
+    // `0`..`9` from 0x30; a digit of 10 or more (adding 6 carries into the
+    // high nibble) moves up to `a`..`f`.
+    let letters = ((x + 0x0606_0606_0606_0606) >> 4) & 0x0101_0101_0101_0101;
+    x + 0x3030_3030_3030_3030 + letters * (b'a' - b'0' - 10) as u64
 }
 
 /// A clickstream: page views by users, arriving out of order.
@@ -475,6 +492,20 @@ impl Source for NexmarkSource {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn hex_digits_are_the_nibbles_lowest_first() {
+        let mut rng = SplitMix64(9);
+        for _ in 0..1000 {
+            let bits = rng.next();
+            let want: Vec<u8> = (0..16)
+                .map(|i| b"0123456789abcdef"[(bits >> (4 * i) & 0xF) as usize])
+                .collect();
+            let mut got = hex_digits(bits as u32).to_le_bytes().to_vec();
+            got.extend_from_slice(&hex_digits((bits >> 32) as u32).to_le_bytes());
+            assert_eq!(got, want, "{bits:x}");
+        }
+    }
+
     use super::*;
     use weir_batch::Batch;
 
