@@ -260,8 +260,12 @@ impl SplitMix64 {
             let mut digits = [0u8; 16];
             digits[..8].copy_from_slice(&hex_digits(bits as u32).to_le_bytes());
             digits[8..].copy_from_slice(&hex_digits((bits >> 32) as u32).to_le_bytes());
+            // All sixteen, then cut: a copy of constant length is a store,
+            // not a `memcpy` call.
             let take = left.min(16);
-            buf.extend_from_slice(&digits[..take]);
+            let end = buf.len() + take;
+            buf.extend_from_slice(&digits);
+            buf.truncate(end);
             left -= take;
         }
     }
