@@ -496,6 +496,9 @@ impl Source for NexmarkSource {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use weir_batch::Batch;
+
     #[test]
     fn hex_digits_are_the_nibbles_lowest_first() {
         let mut rng = SplitMix64(9);
@@ -509,9 +512,6 @@ mod tests {
             assert_eq!(got, want, "{bits:x}");
         }
     }
-
-    use super::*;
-    use weir_batch::Batch;
 
     fn rows(source: &mut dyn Source, max: usize) -> Vec<serde_json::Value> {
         let batch = source.next_batch(max).unwrap().unwrap();
