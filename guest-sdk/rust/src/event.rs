@@ -279,45 +279,43 @@ impl Output {
         self.emit_with(like, |buf| JsonObject::write(buf, write))
     }
 
-    /// Emits a JSON object written field by field, with `timestamp` and
-    /// `key` and no headers; nothing if `write` fails.
-    pub(crate) fn emit_object_at(
-        &mut self,
-        timestamp: i64,
-        key: Option<&[u8]>,
-        write: impl FnOnce(&mut JsonObject<'_>) -> Result<(), Error>,
-    ) -> Result<(), Error> {
-        let mut result = Ok(());
-        let mark = self.writer.mark();
-        self.writer.push_with(timestamp, key, &[], |buf| {
-            result = JsonObject::write(buf, write);
-        });
-        if result.is_err() {
-            self.writer.undo_to(mark);
-        }
-        result
-    }
-
     /// Emits an event with the key, timestamp and headers of `like` whose
-    /// value `write` puts straight into the output buffer; if `write`
-    /// fails, the half-written event is taken back.
+    /// value `write` puts straight into the output buffer (see
+    /// [`Output::emit_value`]).
     #[inline(always)]
     fn emit_with(
         &mut self,
         like: &Event<'_>,
         write: impl FnOnce(&mut Vec<u8>) -> Result<(), Error>,
     ) -> Result<(), Error> {
-        let mut result = Ok(());
         let inner = like.inner;
         let header_count = u32::try_from(inner.header_count()).unwrap_or(u32::MAX);
-        let mark = self.writer.mark();
-        self.writer.push_with_raw_headers(
+        self.emit_value(
             inner.timestamp,
             inner.key,
-            header_count,
-            inner.raw_headers(),
-            |buf| result = write(buf),
-        );
+            (header_count, inner.raw_headers()),
+            write,
+        )
+    }
+
+    /// Emits an event whose value `write` puts straight into the output
+    /// buffer, with `headers` already encoded (count and bytes); if `write`
+    /// fails, the half-written event is taken back. Every `emit_*` goes
+    /// through here.
+    #[inline(always)]
+    pub(crate) fn emit_value(
+        &mut self,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        headers: (u32, &[u8]),
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let mut result = Ok(());
+        let mark = self.writer.mark();
+        self.writer
+            .push_with_raw_headers(timestamp, key, headers.0, headers.1, |buf| {
+                result = write(buf);
+            });
         if result.is_err() {
             self.writer.undo_to(mark);
         }
@@ -357,7 +355,7 @@ pub struct JsonObject<'b> {
 impl JsonObject<'_> {
     /// Writes the braces around what `write` writes.
     #[inline(always)]
-    fn write(
+    pub(crate) fn write(
         buf: &mut Vec<u8>,
         write: impl FnOnce(&mut JsonObject<'_>) -> Result<(), Error>,
     ) -> Result<(), Error> {

@@ -72,17 +72,15 @@ impl<'a> Window<'a> {
     /// millisecond as event time (where Flink puts window results).
     ///
     /// # Errors
-    /// `value` cannot be serialized.
+    /// `value` cannot be serialized; nothing is emitted then.
     pub fn emit_json<T: Serialize + ?Sized>(
         &self,
         out: &mut Output,
         value: &T,
     ) -> Result<(), Error> {
-        let mut result = Ok(());
-        out.writer.push_with(self.end - 1, self.key, &[], |buf| {
-            result = serde_json::to_writer(&mut *buf, value);
-        });
-        result.map_err(Error::from)
+        out.emit_value(self.end - 1, self.key, (0, &[]), |buf| {
+            Ok(serde_json::to_writer(&mut *buf, value)?)
+        })
     }
 }
 
@@ -115,7 +113,9 @@ impl Window<'_> {
         out: &mut Output,
         write: impl FnOnce(&mut JsonObject<'_>) -> Result<(), Error>,
     ) -> Result<(), Error> {
-        out.emit_object_at(self.end - 1, self.key, write)
+        out.emit_value(self.end - 1, self.key, (0, &[]), |buf| {
+            JsonObject::write(buf, write)
+        })
     }
 }
 
@@ -316,4 +316,36 @@ pub fn run_windows<F: WindowFunction>(
             .map_err(|e| batch_error(e.to_string(), Some(index)))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_result_that_fails_half_way_is_taken_back() {
+        let window = Window {
+            start: 0,
+            end: 10,
+            key: Some(b"k"),
+        };
+        let mut out = Output::new();
+        window.emit_json(&mut out, &[1, 2]).unwrap();
+        // A map with non-string keys cannot be JSON: serde fails after `{`.
+        let bad: std::collections::BTreeMap<Vec<u8>, u8> = [(vec![1], 1)].into();
+        assert!(window.emit_json(&mut out, &bad).is_err());
+        let failed = window.emit_object(&mut out, |row| {
+            row.u64("n", 1);
+            Err("no".into())
+        });
+        assert!(failed.is_err());
+        let bytes = out.finish();
+        let batch = Batch::new(&bytes).unwrap();
+        let values: Vec<&[u8]> = batch.iter().map(|e| e.value).collect();
+        assert_eq!(values, [&b"[1,2]"[..]]);
+        assert_eq!(
+            batch.iter().next().map(|e| (e.timestamp, e.key)),
+            Some((9, Some(&b"k"[..])))
+        );
+    }
 }

@@ -43,7 +43,7 @@ fn key(i: u64, buf: &mut Vec<u8>) {
     buf.extend_from_slice(&10_000u64.to_be_bytes());
     buf.extend_from_slice(&0u64.to_be_bytes());
     buf.push(1);
-    buf.extend_from_slice(itoa::Buffer::new().format(1000 + i).as_bytes());
+    weir_batch::json::write_u64(buf, 1000 + i);
 }
 
 fn updates(c: &mut Criterion) {

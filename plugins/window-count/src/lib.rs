@@ -43,10 +43,12 @@ impl Aggregate for WindowCount {
         window.emit_object(out, |row| {
             // A key that is an integer (as `key_by` on a numeric field
             // gives) stays a number.
-            match (parse_u64(key.as_bytes()), parse_i64(key.as_bytes())) {
-                (Some(n), _) => row.u64(&self.key_name, n),
-                (None, Some(n)) => row.i64(&self.key_name, n),
-                (None, None) => row.str(&self.key_name, key),
+            if let Some(n) = parse_u64(key.as_bytes()) {
+                row.u64(&self.key_name, n);
+            } else if let Some(n) = parse_i64(key.as_bytes()) {
+                row.i64(&self.key_name, n);
+            } else {
+                row.str(&self.key_name, key);
             }
             row.u64(&self.count_name, acc);
             row.i64("window_start", window.start);

@@ -306,24 +306,9 @@ impl<'a> Object<'a> {
     #[inline(always)]
     fn walk(self, mut visit: impl FnMut(&Field<'a>) -> bool) -> Result<(), JsonError> {
         let bytes = self.bytes;
-        let err = |at: usize, what: &'static str| Err(JsonError { at, what });
-        let mut at = skip_whitespace(bytes, self.at);
-        match self.state {
-            State::Start => {
-                if peek(bytes, at) != b'{' {
-                    return err(at, "expected a JSON object");
-                }
-                at = skip_whitespace(bytes, at + 1);
-                if peek(bytes, at) == b'}' {
-                    return Ok(());
-                }
-            }
-            State::Fields => match after_value(bytes, at)? {
-                Some(next) => at = next,
-                None => return Ok(()),
-            },
-            State::Done => return Ok(()),
-        }
+        let Some(mut at) = self.next_name()? else {
+            return Ok(());
+        };
         loop {
             let (field, end) = field_at(bytes, at)?;
             if visit(&field) {
@@ -336,47 +321,47 @@ impl<'a> Object<'a> {
         }
     }
 
-    fn error(&mut self, e: JsonError) -> JsonError {
-        self.state = State::Done;
-        self.at = e.at;
-        e
+    /// Where the next field's name starts (after the `{` or the `,`), or
+    /// `None` at the end of the object.
+    #[inline(always)]
+    fn next_name(&self) -> Result<Option<usize>, JsonError> {
+        let bytes = self.bytes;
+        let at = skip_whitespace(bytes, self.at);
+        match self.state {
+            State::Start => {
+                if peek(bytes, at) != b'{' {
+                    return Err(JsonError {
+                        at,
+                        what: "expected a JSON object",
+                    });
+                }
+                let at = skip_whitespace(bytes, at + 1);
+                Ok((peek(bytes, at) != b'}').then_some(at))
+            }
+            State::Fields => after_value(bytes, at),
+            State::Done => Ok(None),
+        }
     }
 
     fn next_field(&mut self) -> Result<Option<Field<'a>>, JsonError> {
-        let bytes = self.bytes;
-        let at = skip_whitespace(bytes, self.at);
-        let start = match self.state {
-            State::Start => {
-                if peek(bytes, at) != b'{' {
-                    return Err(self.error(JsonError {
-                        at,
-                        what: "expected a JSON object",
-                    }));
-                }
-                let at = skip_whitespace(bytes, at + 1);
-                if peek(bytes, at) == b'}' {
-                    self.state = State::Done;
-                    return Ok(None);
-                }
-                at
-            }
-            State::Fields => match after_value(bytes, at) {
-                Ok(Some(next)) => next,
-                Ok(None) => {
-                    self.state = State::Done;
-                    return Ok(None);
-                }
-                Err(e) => return Err(self.error(e)),
-            },
-            State::Done => return Ok(None),
-        };
-        match field_at(bytes, start) {
-            Ok((field, end)) => {
+        let walked = self
+            .next_name()
+            .and_then(|start| start.map(|at| field_at(self.bytes, at)).transpose());
+        match walked {
+            Ok(Some((field, end))) => {
                 self.state = State::Fields;
                 self.at = end;
                 Ok(Some(field))
             }
-            Err(e) => Err(self.error(e)),
+            Ok(None) => {
+                self.state = State::Done;
+                Ok(None)
+            }
+            Err(e) => {
+                self.state = State::Done;
+                self.at = e.at;
+                Err(e)
+            }
         }
     }
 }

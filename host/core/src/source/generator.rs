@@ -198,13 +198,12 @@ impl Source for SequenceGenerator {
             let ts = self.base_time_ms + (self.next * self.interval_ms) as i64;
             let (key, seq) = (self.next % self.keys, self.next / self.keys);
             self.writer.push_with(ts, None, &[], |buf| {
-                let mut num = itoa::Buffer::new();
                 buf.extend_from_slice(b"{\"key\":\"k");
-                buf.extend_from_slice(num.format(key).as_bytes());
+                write_u64(buf, key);
                 buf.extend_from_slice(b"\",\"seq\":");
-                buf.extend_from_slice(num.format(seq).as_bytes());
+                write_u64(buf, seq);
                 buf.extend_from_slice(b",\"ts\":");
-                buf.extend_from_slice(num.format(ts).as_bytes());
+                write_i64(buf, ts);
                 buf.push(b'}');
             });
             self.next += 1;
@@ -367,13 +366,12 @@ impl Source for ClickGenerator {
             // Skewed: min of two uniform draws favours the first pages.
             let page = self.rng.between(0, 7).min(self.rng.between(0, 7)) as usize;
             self.writer.push_with(ts, None, &[], |buf| {
-                let mut num = itoa::Buffer::new();
                 buf.extend_from_slice(b"{\"user\":\"u");
-                buf.extend_from_slice(num.format(user).as_bytes());
+                write_u64(buf, user);
                 buf.extend_from_slice(b"\",\"page\":\"");
                 buf.extend_from_slice(PAGES[page].as_bytes());
                 buf.extend_from_slice(b"\",\"ts\":");
-                buf.extend_from_slice(num.format(ts).as_bytes());
+                write_i64(buf, ts);
                 buf.push(b'}');
             });
             self.seq += 1;
