@@ -862,6 +862,9 @@ struct Router {
     input: usize,
     key_by: Option<KeySelector>,
     max_parallelism: u16,
+    /// The target owning each key group (`subtask_for_group`, looked up
+    /// rather than divided out per event).
+    owners: Vec<u16>,
     next: usize,
 }
 
@@ -872,11 +875,15 @@ impl Router {
         key_by: Option<KeySelector>,
         max_parallelism: u16,
     ) -> Self {
+        let owners = (0..max_parallelism.max(1))
+            .map(|group| subtask_for_group(group, max_parallelism, targets.len()) as u16)
+            .collect();
         Router {
             targets,
             input,
             key_by,
             max_parallelism,
+            owners,
             next: input,
         }
     }
@@ -911,9 +918,17 @@ impl Router {
         let mut writers: Vec<BatchWriter> = (0..n)
             .map(|_| BatchWriter::with_capacity(share + share / 4 + 64))
             .collect();
-        let mut positions: Vec<Positions> = (0..n)
-            .map(|_| batch.origin.positions.empty_like())
-            .collect();
+        // With one target every event goes there, in order: the batch's
+        // positions stay as they are, and no key needs its group.
+        let mut positions: Vec<Positions> = if n == 1 {
+            Vec::new()
+        } else {
+            // Room for a target's share and a quarter more.
+            let share = batch.len / n;
+            (0..n)
+                .map(|_| batch.origin.positions.empty_like(share + share / 4))
+                .collect()
+        };
         // One pass: the format is checked as the events are routed.
         let mut index = 0;
         let mut failed = None;
@@ -923,8 +938,14 @@ impl Router {
             }
             match key_by.key(event.key, event.value) {
                 Ok(key) => {
-                    let group = key_group(&key, self.max_parallelism);
-                    let target = subtask_for_group(group, self.max_parallelism, n);
+                    let target = if n == 1 {
+                        0
+                    } else {
+                        let group = key_group(&key, self.max_parallelism);
+                        let target = usize::from(self.owners[usize::from(group)]);
+                        positions[target].push_from(&batch.origin.positions, index);
+                        target
+                    };
                     writers[target].push_raw_headers(
                         event.timestamp,
                         Some(&key),
@@ -932,7 +953,6 @@ impl Router {
                         u32::try_from(event.header_count()).unwrap_or(u32::MAX),
                         event.raw_headers(),
                     );
-                    positions[target].push_from(&batch.origin.positions, index);
                 }
                 Err(message) => {
                     failed = Some(RunError::Key {
@@ -947,6 +967,9 @@ impl Router {
         .map_err(|e| Stop::Failed(RunError::Internal(format!("malformed batch: {e}"))))?;
         if let Some(error) = failed {
             return Err(Stop::Failed(error));
+        }
+        if n == 1 {
+            positions.push(batch.origin.positions);
         }
         for (target, (writer, positions)) in writers.into_iter().zip(positions).enumerate() {
             if writer.is_empty() {

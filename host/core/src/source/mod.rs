@@ -78,12 +78,14 @@ impl Positions {
         }
     }
 
-    /// Positions of the same kind, for a subset of events (filled by
-    /// [`Positions::push_from`]).
-    pub fn empty_like(&self) -> Positions {
+    /// Positions of the same kind, for a subset of about `events` events
+    /// (filled by [`Positions::push_from`]).
+    pub fn empty_like(&self, events: usize) -> Positions {
         match self {
-            Positions::Lines(_) => Positions::Lines(Vec::new()),
-            Positions::Sequence(_) | Positions::Events(_) => Positions::Events(Vec::new()),
+            Positions::Lines(_) => Positions::Lines(Vec::with_capacity(events)),
+            Positions::Sequence(_) | Positions::Events(_) => {
+                Positions::Events(Vec::with_capacity(events))
+            }
         }
     }
 
