@@ -28,7 +28,7 @@ use smallvec::SmallVec;
 use weir_batch::window::{FiredWriter, Slots, SlotsWriter};
 use weir_batch::{Batch, BatchWriter, EventRef, FormatError, event_count};
 
-use super::slices::{self, KeyHash, SliceCache};
+use super::slices::{self, Found, KeyHash, SliceCache};
 use super::timers::{Key, Timers, key_of};
 use super::{FunctionKind, Slicing, Window, WindowFunction, WindowSpec};
 use crate::checkpoint;
@@ -70,6 +70,15 @@ const PREFETCH_AHEAD: usize = 8;
 fn prefetch_ahead(index: usize) -> RangeInclusive<usize> {
     let ahead = index + PREFETCH_AHEAD;
     if index == 0 { 0..=ahead } else { ahead..=ahead }
+}
+
+/// What a batch's group had before the batch: nothing, a state in the
+/// store, or one in the slice cache (and where).
+#[derive(Debug, Clone, Copy)]
+enum Prior {
+    New,
+    Stored,
+    Cached(Found),
 }
 
 /// Keyed windows over host state for one subtask.
@@ -363,7 +372,7 @@ impl WindowOperator {
         match self.function.kind() {
             FunctionKind::Aggregate => {
                 let mut slots = SlotsWriter::with_capacity(group_list.len() * 16);
-                let mut is_new = Vec::with_capacity(group_list.len());
+                let mut priors: Vec<Prior> = Vec::with_capacity(group_list.len());
                 let mut write_at: Vec<*const u8> = Vec::with_capacity(group_list.len());
                 let prefetch = |cache: &SliceCache, group: usize| {
                     if let (Some((_, slice)), Some(Some(hash))) =
@@ -377,13 +386,17 @@ impl WindowOperator {
                     if let Some(cache) = &self.cache {
                         prefetch_ahead(index).for_each(|group| prefetch(cache, group));
                     }
-                    let acc = self.load_hashed(*key, window, *hash)?;
+                    let (acc, at) = self.load_found(*key, window, *hash)?;
                     // A cached accumulator's bytes are in its cache entry
                     // (or on the heap beside it), where `save` will write.
                     // (One read from the store points there instead: a
                     // wasted prefetch, nothing worse.)
                     write_at.push(acc.map_or(std::ptr::null(), <[u8]>::as_ptr));
-                    is_new.push(acc.is_none());
+                    priors.push(match (acc, at) {
+                        (_, Some(found)) => Prior::Cached(found),
+                        (Some(_), None) => Prior::Stored,
+                        (None, None) => Prior::New,
+                    });
                     slots.push(acc);
                 }
                 let updated = self.function.add(&slots.finish(), bytes, &assignments)?;
@@ -400,16 +413,31 @@ impl WindowOperator {
                 if updated.iter().any(|acc| acc.is_none()) {
                     return Err(bad_output("`add` returned an empty slot".into()));
                 }
-                for (index, ((key, window), acc)) in
-                    group_list.iter().zip(updated.iter().flatten()).enumerate()
-                {
+                // Updates first, where the lookups found them; then the new
+                // entries, whose inserts would move the others.
+                let mut fresh = Vec::new();
+                let groups = group_list.iter().zip(updated.iter().flatten()).enumerate();
+                for (index, ((key, window), acc)) in groups {
                     // The guest call moved the batch through the CPU's
                     // caches: the entries read before it are loaded again.
                     prefetch_ahead(index)
                         .filter_map(|group| write_at.get(group))
                         .for_each(|at| slices::prefetch_address(*at));
-                    self.save(*key, window, key_hashes[index], acc)?;
-                    self.note_update(*key, *window, is_new[index], &mut refire)?;
+                    let found = match priors[index] {
+                        Prior::New => {
+                            fresh.push((index, acc));
+                            continue;
+                        }
+                        Prior::Cached(found) => Some(found),
+                        Prior::Stored => None,
+                    };
+                    self.save(*key, window, key_hashes[index], acc, found)?;
+                    self.note_update(*key, *window, false, &mut refire)?;
+                }
+                for (index, acc) in fresh {
+                    let (key, window) = group_list[index];
+                    self.save(key, &window, key_hashes[index], acc, None)?;
+                    self.note_update(key, window, true, &mut refire)?;
                 }
                 if self.cache.as_ref().is_some_and(SliceCache::over_budget) {
                     self.flush_cache()?;
@@ -844,34 +872,47 @@ impl WindowOperator {
         unit: &Window,
         hash: Option<KeyHash>,
     ) -> Result<Option<&[u8]>, StateError> {
+        Ok(self.load_found(key, unit, hash)?.0)
+    }
+
+    /// [`Self::load_hashed`], and where in the cache the state was found
+    /// (for [`Self::save`]).
+    fn load_found(
+        &mut self,
+        key: Option<&[u8]>,
+        unit: &Window,
+        hash: Option<KeyHash>,
+    ) -> Result<(Option<&[u8]>, Option<Found>), StateError> {
         if let (Some(cache), Some(hash)) = (&self.cache, hash)
             && !cache.needs_store(unit, key, hash)
         {
-            return Ok(self
-                .cache
-                .as_ref()
-                .and_then(|cache| cache.get(unit, key, hash)));
+            return Ok(match self.cache.as_ref().and_then(|c| c.get(unit, key, hash)) {
+                Some((acc, found)) => (Some(acc), Some(found)),
+                None => (None, None),
+            });
         }
         self.fill_state_key(key, unit);
         let stored = self.store.get(&self.state_key)?;
         if let (Some(cache), Some(hash), Some(acc)) = (self.cache.as_mut(), hash, stored) {
-            cache.put(unit, key, hash, acc, false);
+            cache.put(unit, key, hash, acc, false, None);
         }
-        Ok(stored)
+        Ok((stored, None))
     }
 
     /// Sets the state of `key` in `unit`: in the cache when `hash` says it
-    /// is cached there, in the store otherwise.
+    /// is cached there (where it was `found`, if it was), in the store
+    /// otherwise.
     fn save(
         &mut self,
         key: Option<&[u8]>,
         unit: &Window,
         hash: Option<KeyHash>,
         state: &[u8],
+        found: Option<Found>,
     ) -> Result<(), StateError> {
         match (&mut self.cache, hash) {
             (Some(cache), Some(hash)) => {
-                cache.put(unit, key, hash, state, true);
+                cache.put(unit, key, hash, state, true, found);
                 return Ok(());
             }
             (Some(cache), None) => cache.note_written_past(unit),

@@ -22,7 +22,7 @@
 //! is read from and written to the store directly, and the slice is marked
 //! as having entries there.
 
-use std::collections::BTreeMap;
+use std::cell::Cell;
 use std::hash::BuildHasher;
 
 use hashbrown::HashTable;
@@ -81,10 +81,24 @@ impl Entry {
         &self.data[self.key_bytes()..]
     }
 
-    fn set_acc(&mut self, acc: &[u8], dirty: bool) {
-        self.data.truncate(self.key_bytes());
-        self.data.extend_from_slice(acc);
+    /// Sets the accumulator; returns how many bytes the entry grew by
+    /// (its [`Entry::size`] after minus before).
+    fn set_acc(&mut self, acc: &[u8], dirty: bool) -> isize {
         self.dirty = dirty;
+        let at = self.key_bytes();
+        if self.data.len() - at == acc.len() {
+            // The usual update: same size, in place; a counter's 8 bytes
+            // without a call.
+            match (self.data[at..].first_chunk_mut::<8>(), acc.first_chunk::<8>()) {
+                (Some(to), Some(from)) if acc.len() == 8 => *to = *from,
+                _ => self.data[at..].copy_from_slice(acc),
+            }
+            return 0;
+        }
+        let before = self.size();
+        self.data.truncate(at);
+        self.data.extend_from_slice(acc);
+        self.size() as isize - before as isize
     }
 
     fn size(&self) -> usize {
@@ -101,6 +115,15 @@ impl Entry {
 /// (low bits) and the control byte (top bits) come from those 32 bits.
 fn table_hash(half: u32) -> u64 {
     (u64::from(half) << 32) | u64::from(half)
+}
+
+/// Where [`SliceCache::get`] found an entry: [`SliceCache::put`] writes
+/// there without looking the key up again, unless the cache has taken in
+/// or let go of an entry since.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct Found {
+    bucket: usize,
+    generation: u64,
 }
 
 /// One slice's entries.
@@ -133,10 +156,58 @@ impl KeyHash {
     }
 }
 
+/// The open slices' tables, in window order. They are few (a sliding
+/// window's size over its slide) and a batch's lookups mostly go to one
+/// of them, so the last one found is tried first.
+#[derive(Debug, Default)]
+struct Slices {
+    tables: Vec<(Window, Table)>,
+    last: Cell<usize>,
+}
+
+impl Slices {
+    fn position(&self, slice: &Window) -> Option<usize> {
+        let last = self.last.get();
+        if self.tables.get(last).is_some_and(|(w, _)| w == slice) {
+            return Some(last);
+        }
+        let at = self.tables.iter().position(|(w, _)| w == slice)?;
+        self.last.set(at);
+        Some(at)
+    }
+
+    fn get(&self, slice: &Window) -> Option<&Table> {
+        self.position(slice).map(|at| &self.tables[at].1)
+    }
+
+    fn get_mut(&mut self, slice: &Window) -> Option<&mut Table> {
+        self.position(slice).map(|at| &mut self.tables[at].1)
+    }
+
+    /// `slice`'s table, made by `new` if there is none.
+    fn get_or_insert(&mut self, slice: &Window, new: impl FnOnce() -> Table) -> &mut Table {
+        let at = match self.position(slice) {
+            Some(at) => at,
+            None => {
+                let at = self.tables.partition_point(|(w, _)| w < slice);
+                self.tables.insert(at, (*slice, new()));
+                self.last.set(at);
+                at
+            }
+        };
+        &mut self.tables[at].1
+    }
+
+    fn remove(&mut self, slice: &Window) -> Option<Table> {
+        let at = self.position(slice)?;
+        Some(self.tables.remove(at).1)
+    }
+}
+
 /// The accumulators of open slices (see the module docs).
 #[derive(Debug)]
 pub(super) struct SliceCache {
-    slices: BTreeMap<Window, Table>,
+    slices: Slices,
     hasher: foldhash::fast::RandomState,
     /// Bytes of all entries.
     bytes: usize,
@@ -146,6 +217,9 @@ pub(super) struct SliceCache {
     /// Slices ending at or before this may have entries in the store that
     /// are not cached (restored or evicted ones); later ones cannot.
     stored_until: i64,
+    /// Counts inserts and removals: a [`Found`] bucket of an older
+    /// generation may hold another entry now.
+    generation: u64,
 }
 
 impl SliceCache {
@@ -153,12 +227,13 @@ impl SliceCache {
     /// to `max_key` bytes (at most [`MAX_KEY`]).
     pub(super) fn new(budget: usize, max_key: usize) -> Self {
         SliceCache {
-            slices: BTreeMap::new(),
+            slices: Slices::default(),
             hasher: foldhash::fast::RandomState::default(),
             bytes: 0,
             budget,
             max_key: max_key.min(MAX_KEY),
             stored_until: i64::MIN,
+            generation: 0,
         }
     }
 
@@ -181,9 +256,22 @@ impl SliceCache {
         }
     }
 
-    /// The cached accumulator of `key` in `slice`.
-    pub(super) fn get(&self, slice: &Window, key: Option<&[u8]>, hash: KeyHash) -> Option<&[u8]> {
-        self.slices.get(slice)?.find(hash.0, key).map(Entry::acc)
+    /// The cached accumulator of `key` in `slice`, and where it is.
+    pub(super) fn get(
+        &self,
+        slice: &Window,
+        key: Option<&[u8]>,
+        hash: KeyHash,
+    ) -> Option<(&[u8], Found)> {
+        let entries = &self.slices.get(slice)?.entries;
+        let h = hash.0;
+        let bucket =
+            entries.find_bucket_index(table_hash(h), |e| e.hash == h && same_key(e.key(), key))?;
+        let found = Found {
+            bucket,
+            generation: self.generation,
+        };
+        entries.get_bucket(bucket).map(|e| (e.acc(), found))
     }
 
     /// Asks the CPU to start loading where a lookup of `key` in `slice`
@@ -204,8 +292,9 @@ impl SliceCache {
         }
     }
 
-    /// Sets `key`'s accumulator in `slice`; `dirty` when the store does
-    /// not have it (false: it was just read from there).
+    /// Sets `key`'s accumulator in `slice`, where [`Self::get`] `found`
+    /// it if nothing was inserted or removed since; `dirty` when the store
+    /// does not have it (false: it was just read from there).
     pub(super) fn put(
         &mut self,
         slice: &Window,
@@ -213,9 +302,20 @@ impl SliceCache {
         hash: KeyHash,
         acc: &[u8],
         dirty: bool,
+        found: Option<Found>,
     ) {
+        if let Some(found) = found.filter(|f| f.generation == self.generation)
+            && let Some(entry) = self
+                .slices
+                .get_mut(slice)
+                .and_then(|t| t.entries.get_bucket_mut(found.bucket))
+        {
+            debug_assert!(entry.hash == hash.0 && same_key(entry.key(), key));
+            self.bytes = self.bytes.saturating_add_signed(entry.set_acc(acc, dirty));
+            return;
+        }
         let stored_until = self.stored_until;
-        let table = self.slices.entry(*slice).or_insert_with(|| Table {
+        let table = self.slices.get_or_insert(slice, || Table {
             complete: slice.end > stored_until,
             ..Table::default()
         });
@@ -225,9 +325,7 @@ impl SliceCache {
             .find_mut(table_hash(h), |e| e.hash == h && same_key(e.key(), key))
         {
             Some(entry) => {
-                self.bytes -= entry.size();
-                entry.set_acc(acc, dirty);
-                self.bytes += entry.size();
+                self.bytes = self.bytes.saturating_add_signed(entry.set_acc(acc, dirty));
             }
             None => {
                 let key_bytes = key.unwrap_or_default();
@@ -245,6 +343,7 @@ impl SliceCache {
                     data,
                 };
                 self.bytes += entry.size();
+                self.generation += 1;
                 table
                     .entries
                     .insert_unique(table_hash(h), entry, |e| table_hash(e.hash));
@@ -257,6 +356,7 @@ impl SliceCache {
     pub(super) fn drop_slice(&mut self, slice: &Window) -> bool {
         match self.slices.remove(slice) {
             Some(table) => {
+                self.generation += 1;
                 self.bytes -= table.entries.iter().map(Entry::size).sum::<usize>();
                 table.flushed || !table.complete
             }
@@ -274,8 +374,7 @@ impl SliceCache {
     pub(super) fn note_written_past(&mut self, slice: &Window) {
         let stored_until = self.stored_until;
         self.slices
-            .entry(*slice)
-            .or_insert_with(|| Table {
+            .get_or_insert(slice, || Table {
                 complete: slice.end > stored_until,
                 ..Table::default()
             })
@@ -296,7 +395,7 @@ impl SliceCache {
         &mut self,
         mut write: impl FnMut(Option<&[u8]>, &Window, &[u8]) -> Result<(), StateError>,
     ) -> Result<(), StateError> {
-        for (slice, table) in &mut self.slices {
+        for (slice, table) in &mut self.slices.tables {
             for entry in table.entries.iter_mut().filter(|e| e.dirty) {
                 write(entry.key(), slice, entry.acc())?;
                 entry.dirty = false;
@@ -311,16 +410,18 @@ impl SliceCache {
     pub(super) fn evict(&mut self) {
         debug_assert!(
             self.slices
-                .values()
-                .all(|t| t.entries.iter().all(|e| !e.dirty))
+                .tables
+                .iter()
+                .all(|(_, t)| t.entries.iter().all(|e| !e.dirty))
         );
-        if let Some((last, _)) = self.slices.last_key_value() {
+        if let Some((last, _)) = self.slices.tables.last() {
             self.stored_until = self.stored_until.max(last.end);
         }
         // Earlier slices can end later than the last one only if slices
         // differ in size, which they do not within one operator.
-        self.slices.clear();
+        self.slices.tables.clear();
         self.bytes = 0;
+        self.generation += 1;
     }
 }
 
@@ -369,12 +470,43 @@ mod tests {
         assert!(cache.needs_store(&slice(-10), k, h));
         assert!(!cache.needs_store(&slice(10), k, h));
         // Read from the store: the cache has it now.
-        cache.put(&slice(0), k, h, b"1", false);
+        cache.put(&slice(0), k, h, b"1", false, None);
         assert!(!cache.needs_store(&slice(0), k, h));
-        assert_eq!(cache.get(&slice(0), k, h), Some(&b"1"[..]));
+        assert_eq!(cache.get(&slice(0), k, h).map(|g| g.0), Some(&b"1"[..]));
         // Another key of the restored slice still needs the store.
         let other = Some(&b"other"[..]);
         assert!(cache.needs_store(&slice(0), other, cache.hash(other).unwrap()));
+    }
+
+    #[test]
+    fn a_found_entry_is_written_in_place_until_an_insert_moves_entries() {
+        let mut cache = SliceCache::new(BUDGET, MAX_KEY);
+        let keys: Vec<Vec<u8>> = (0..100u32).map(|n| n.to_string().into_bytes()).collect();
+        let hash = |cache: &SliceCache, k: &[u8]| cache.hash(Some(k)).unwrap();
+        for k in &keys {
+            cache.put(&slice(0), Some(k), hash(&cache, k), b"0", true, None);
+        }
+        let found: Vec<Found> = keys
+            .iter()
+            .map(|k| cache.get(&slice(0), Some(k), hash(&cache, k)).unwrap().1)
+            .collect();
+        // Where it was found, with an accumulator of another size too.
+        cache.put(&slice(0), Some(&keys[0]), hash(&cache, &keys[0]), b"11", true, Some(found[0]));
+        // A thousand inserts grow the table and move every entry: the
+        // old places are stale, and the keys are found again.
+        for n in 1000..2000u32 {
+            let k = n.to_string().into_bytes();
+            cache.put(&slice(0), Some(&k), hash(&cache, &k), b"x", true, None);
+        }
+        for (k, at) in keys.iter().zip(&found).skip(1) {
+            cache.put(&slice(0), Some(k), hash(&cache, k), k, true, Some(*at));
+        }
+        for k in &keys[1..] {
+            let got = cache.get(&slice(0), Some(k), hash(&cache, k)).unwrap().0;
+            assert_eq!(got, &k[..]);
+        }
+        let first = cache.get(&slice(0), Some(&keys[0]), hash(&cache, &keys[0]));
+        assert_eq!(first.unwrap().0, b"11");
     }
 
     #[test]
@@ -383,10 +515,10 @@ mod tests {
         let keys: [Option<&[u8]>; 4] = [None, Some(b""), Some(b"a"), Some(&[7; 100])];
         for (n, key) in keys.iter().enumerate() {
             let h = cache.hash(*key).unwrap();
-            cache.put(&slice(0), *key, h, &[n as u8; 20], true);
+            cache.put(&slice(0), *key, h, &[n as u8; 20], true, None);
         }
         for (n, key) in keys.iter().enumerate() {
-            let got = cache.get(&slice(0), *key, cache.hash(*key).unwrap());
+            let got = cache.get(&slice(0), *key, cache.hash(*key).unwrap()).map(|g| g.0);
             assert_eq!(got, Some(&[n as u8; 20][..]), "{key:?}");
         }
     }
@@ -396,15 +528,15 @@ mod tests {
         let mut cache = SliceCache::new(BUDGET, MAX_KEY);
         let (a, b) = (Some(&b"a"[..]), Some(&b"b"[..]));
         let (ha, hb) = (cache.hash(a).unwrap(), cache.hash(b).unwrap());
-        cache.put(&slice(0), a, ha, b"1", true);
-        cache.put(&slice(10), b, hb, b"2", true);
+        cache.put(&slice(0), a, ha, b"1", true, None);
+        cache.put(&slice(10), b, hb, b"2", true, None);
         let mut written = Vec::new();
         let mut write = |k: Option<&[u8]>, w: &Window, v: &[u8]| {
             written.push((k.map(<[u8]>::to_vec), w.start, v.to_vec()));
             Ok(())
         };
         cache.flush(&mut write).unwrap();
-        cache.put(&slice(10), b, hb, b"3", true);
+        cache.put(&slice(10), b, hb, b"3", true, None);
         cache.flush(&mut write).unwrap();
         written.sort();
         assert_eq!(
@@ -419,7 +551,7 @@ mod tests {
         assert!(cache.drop_slice(&slice(0)));
         assert!(cache.drop_slice(&slice(10)));
         // A slice that never did is dropped with its table alone.
-        cache.put(&slice(20), a, ha, b"1", true);
+        cache.put(&slice(20), a, ha, b"1", true, None);
         assert!(!cache.drop_slice(&slice(20)));
         assert!(!cache.over_budget());
     }
@@ -430,13 +562,13 @@ mod tests {
         let a = Some(&b"a"[..]);
         let ha = cache.hash(a).unwrap();
         for start in [0, 10, 20, 30] {
-            cache.put(&slice(start), a, ha, &[1; 8], true);
+            cache.put(&slice(start), a, ha, &[1; 8], true, None);
         }
         assert!(cache.over_budget());
         cache.flush(|_, _, _| Ok(())).unwrap();
         cache.evict();
         assert!(!cache.over_budget());
-        assert_eq!(cache.get(&slice(30), a, ha), None);
+        assert!(cache.get(&slice(30), a, ha).is_none());
         assert!(cache.needs_store(&slice(30), a, ha));
         assert!(!cache.needs_store(&slice(40), a, ha));
         assert!(cache.drop_slice(&slice(0)));
