@@ -113,9 +113,7 @@ impl Timers {
                 break;
             }
             let mut due = entry.remove();
-            let mut fire: Vec<(Key, Window)> = due.fire.into_iter().collect();
-            fire.sort_unstable();
-            now.fire.append(&mut fire);
+            now.fire.extend(sorted(due.fire.into_iter().collect()));
             now.cleanup.append(&mut due.cleanup);
         }
         now
@@ -127,12 +125,67 @@ impl Timers {
     }
 }
 
+/// `windows` in (key, window) order. Keys are compared by their first
+/// eight bytes as one number first, which decides nearly every comparison
+/// without a `memcmp` call, and the sort moves 16 bytes per window, not 48.
+fn sorted(mut windows: Vec<(Key, Window)>) -> Vec<(Key, Window)> {
+    // Big-endian and zero-padded, the prefixes order as the keys do where
+    // they differ; where they tie, the whole pair decides.
+    let prefix = |key: &Key| {
+        key.as_deref().map_or(0, |k| {
+            let mut head = [0u8; 8];
+            let n = k.len().min(8);
+            head[..n].copy_from_slice(&k[..n]);
+            u64::from_be_bytes(head)
+        })
+    };
+    let mut order: Vec<(u64, usize)> = windows
+        .iter()
+        .enumerate()
+        .map(|(i, (key, _))| (prefix(key), i))
+        .collect();
+    order.sort_unstable_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then_with(|| windows[a.1].cmp(&windows[b.1]))
+    });
+    let mut taken: Vec<Option<(Key, Window)>> = windows.drain(..).map(Some).collect();
+    order
+        .into_iter()
+        .filter_map(|(_, i)| taken[i].take())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn key(k: &str) -> Key {
         key_of(Some(k.as_bytes()))
+    }
+
+    #[test]
+    fn windows_sort_by_whole_keys_as_bytes_then_window() {
+        let keys: [Option<&[u8]>; 9] = [
+            Some(b"a"),
+            None,
+            Some(b""),
+            Some(b"a\0"),
+            Some(b"abcdefgh2"),
+            Some(b"abcdefgh10"),
+            Some(b"abcdefgh"),
+            Some(b"\xff"),
+            Some(b"10"),
+        ];
+        let mut windows = Vec::new();
+        for (n, key) in keys.iter().enumerate() {
+            for start in [20, 0, 10] {
+                windows.push((key_of(*key), Window::new(start + n as i64, 100)));
+                windows.push((key_of(*key), Window::new(start, 100)));
+            }
+        }
+        let mut expected = windows.clone();
+        expected.sort_unstable();
+        assert_eq!(sorted(windows), expected);
     }
 
     #[test]
