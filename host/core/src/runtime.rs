@@ -646,8 +646,13 @@ fn run_source(
         }
         last_event = Instant::now();
         idle = false;
-        // A malformed batch fails where it is routed.
-        let _ = weir_batch::read_events(&batch.bytes, |e| generator.observe(e.timestamp));
+        match batch.max_timestamp {
+            Some(max) => generator.observe(max),
+            // A malformed batch fails where it is routed.
+            None => {
+                let _ = weir_batch::read_events(&batch.bytes, |e| generator.observe(e.timestamp));
+            }
+        }
         let len = batch.len as u64;
         read += len;
         match out.send(batch) {
@@ -979,6 +984,7 @@ impl Router {
             let part = SourceBatch {
                 bytes: writer.finish(),
                 len,
+                max_timestamp: None,
                 origin: Origin {
                     source: batch.origin.source.clone(),
                     positions,
@@ -1260,6 +1266,7 @@ fn send_results(
         let batch = SourceBatch {
             bytes,
             len,
+            max_timestamp: None,
             origin: Origin {
                 source: format!("the results of `{name}`").into(),
                 positions: Positions::Sequence(*results),
@@ -1324,7 +1331,12 @@ fn run_chain(
         },
         _ => origin.clone(),
     };
-    out.send(SourceBatch { bytes, len, origin })
+    out.send(SourceBatch {
+        bytes,
+        len,
+        max_timestamp: None,
+        origin,
+    })
 }
 
 fn describe(

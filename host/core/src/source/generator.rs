@@ -42,6 +42,11 @@ pub struct BidGenerator {
     writer: BatchWriter,
 }
 
+/// The event time of bid `seq`: 100 000 bids per event-time second.
+fn bid_time(seq: u64) -> i64 {
+    (seq / 100) as i64
+}
+
 impl BidGenerator {
     /// `count` rows (unbounded when `None`) from `seed`.
     pub fn new(seed: u64, count: Option<u64>) -> Self {
@@ -65,7 +70,7 @@ impl BidGenerator {
         let n = (max as u64).min(available);
         for _ in 0..n {
             let seq = self.seq;
-            let timestamp = (seq / 100) as i64;
+            let timestamp = bid_time(seq);
             let auction = self.rng.between(1000, 11000);
             let bidder = self.rng.between(1000, 101_000);
             let price = self.rng.between(100, 10_000_000);
@@ -116,6 +121,8 @@ impl Source for BidGenerator {
         Ok((len > 0).then(|| SourceBatch {
             bytes,
             len,
+            // Event time only grows with the sequence number.
+            max_timestamp: Some(bid_time(self.seq - 1)),
             origin: Origin {
                 source: self.name.clone(),
                 positions: Positions::Sequence(first),
@@ -194,8 +201,10 @@ impl Source for SequenceGenerator {
         let first = self.next;
         let available = self.count.map_or(u64::MAX, |end| end - self.next);
         let n = (max_events as u64).min(available);
+        let mut max_timestamp = i64::MIN;
         for _ in 0..n {
             let ts = self.base_time_ms + (self.next * self.interval_ms) as i64;
+            max_timestamp = max_timestamp.max(ts);
             let (key, seq) = (self.next % self.keys, self.next / self.keys);
             self.writer.push_with(ts, None, &[], |buf| {
                 buf.extend_from_slice(b"{\"key\":\"k");
@@ -211,6 +220,7 @@ impl Source for SequenceGenerator {
         Ok((n > 0).then(|| SourceBatch {
             bytes: self.writer.finish_into(),
             len: n as usize,
+            max_timestamp: Some(max_timestamp),
             origin: Origin {
                 source: self.name.clone(),
                 positions: Positions::Sequence(first),
@@ -359,9 +369,11 @@ impl Source for ClickGenerator {
         let first = self.seq;
         let available = self.spec.count.map_or(u64::MAX, |end| end - self.seq);
         let n = (max_events as u64).min(available);
+        let mut max_timestamp = i64::MIN;
         for _ in 0..n {
             let delay = self.rng.between(0, self.spec.disorder_ms) as i64;
             let ts = self.spec.base_time_ms + (self.seq * self.spec.interval_ms) as i64 - delay;
+            max_timestamp = max_timestamp.max(ts);
             let user = self.rng.between(1, self.spec.users.max(1));
             // Skewed: min of two uniform draws favours the first pages.
             let page = self.rng.between(0, 7).min(self.rng.between(0, 7)) as usize;
@@ -379,6 +391,7 @@ impl Source for ClickGenerator {
         Ok((n > 0).then(|| SourceBatch {
             bytes: self.writer.finish_into(),
             len: n as usize,
+            max_timestamp: Some(max_timestamp),
             origin: Origin {
                 source: self.name.clone(),
                 positions: Positions::Sequence(first),
@@ -459,6 +472,7 @@ impl Source for NexmarkSource {
         let first = self.produced;
         let available = self.end.map_or(u64::MAX, |end| end - self.produced);
         let n = (max_events as u64).min(available);
+        let mut max_timestamp = i64::MIN;
         for event in self.events.by_ref().take(n as usize) {
             let (time, kind) = match &event {
                 Event::Person(p) => (p.date_time, "person"),
@@ -467,6 +481,7 @@ impl Source for NexmarkSource {
             };
             let mut result = Ok(());
             let timestamp = i64::try_from(time).unwrap_or(i64::MAX);
+            max_timestamp = max_timestamp.max(timestamp);
             self.writer.push_with(timestamp, None, &[], |buf| {
                 result = match &event {
                     Event::Person(p) => serde_json::to_writer(buf, &Tagged { kind, event: p }),
@@ -484,6 +499,7 @@ impl Source for NexmarkSource {
         Ok((len > 0).then(|| SourceBatch {
             bytes: self.writer.finish_into(),
             len,
+            max_timestamp: Some(max_timestamp),
             origin: Origin {
                 source: self.name.clone(),
                 positions: Positions::Sequence(first),
@@ -546,24 +562,26 @@ mod tests {
         assert_ne!(a, c);
     }
 
+    /// One of each generator, 300 events.
+    const GENERATORS: [fn() -> Box<dyn Source>; 4] = [
+        || Box::new(BidGenerator::new(9, Some(300))),
+        || {
+            Box::new(ClickGenerator::new(ClickSpec {
+                count: Some(300),
+                seed: 5,
+                base_time_ms: 0,
+                interval_ms: 10,
+                disorder_ms: 100,
+                users: 7,
+            }))
+        },
+        || Box::new(NexmarkSource::new(Some(300), 0, false)),
+        || Box::new(SequenceGenerator::new(Some(300), 4, 0, 10)),
+    ];
+
     #[test]
     fn generators_resume_where_their_position_says() {
-        let sources: [fn() -> Box<dyn Source>; 4] = [
-            || Box::new(BidGenerator::new(9, Some(300))),
-            || {
-                Box::new(ClickGenerator::new(ClickSpec {
-                    count: Some(300),
-                    seed: 5,
-                    base_time_ms: 0,
-                    interval_ms: 10,
-                    disorder_ms: 100,
-                    users: 7,
-                }))
-            },
-            || Box::new(NexmarkSource::new(Some(300), 0, false)),
-            || Box::new(SequenceGenerator::new(Some(300), 4, 0, 10)),
-        ];
-        for make in sources {
+        for make in GENERATORS {
             let mut straight = make();
             let _ = rows(straight.as_mut(), 100);
             let position = straight.position().unwrap();
@@ -582,6 +600,18 @@ mod tests {
                     .to_string()
                     .contains("past this generator's count")
             );
+        }
+    }
+
+    #[test]
+    fn batches_carry_their_largest_timestamp() {
+        for make in GENERATORS {
+            let mut source = make();
+            while let Some(batch) = source.next_batch(64).unwrap() {
+                let mut max = i64::MIN;
+                weir_batch::read_events(&batch.bytes, |e| max = max.max(e.timestamp)).unwrap();
+                assert_eq!(batch.max_timestamp, Some(max), "{}", source.name());
+            }
         }
     }
 

@@ -227,6 +227,7 @@ impl Source for JsonLinesSource {
         }
         let mut lines = Vec::with_capacity(max_events.min(1 << 16));
         let mut started = None;
+        let mut max_timestamp = i64::MIN;
         while lines.len() < max_events {
             let next = match self.read_line(started) {
                 Ok(next) => next,
@@ -252,6 +253,7 @@ impl Source for JsonLinesSource {
             started.get_or_insert_with(Instant::now);
             match parse_line(text, &self.fields) {
                 Ok((key, timestamp)) => {
+                    max_timestamp = max_timestamp.max(timestamp);
                     self.writer.push(timestamp, key.as_deref(), text, &[]);
                     lines.push(self.line_no);
                 }
@@ -275,6 +277,7 @@ impl Source for JsonLinesSource {
         }
         Ok(Some(SourceBatch {
             len: lines.len(),
+            max_timestamp: Some(max_timestamp),
             bytes: self.writer.finish_into(),
             origin: Origin {
                 source: self.name.clone(),
@@ -466,10 +469,11 @@ mod tests {
             ..Default::default()
         };
         let mut s = source(
-            "{\"user\":\"ann\",\"ts\":17}\n{\"user\":7,\"ts\":18}\n",
+            "{\"user\":\"ann\",\"ts\":17}\n{\"user\":7,\"ts\":18}\n{\"user\":7,\"ts\":3}\n",
             fields.clone(),
         );
         let batch = s.next_batch(10).unwrap().unwrap();
+        assert_eq!(batch.max_timestamp, Some(18));
         let decoded = Batch::new(&batch.bytes).unwrap();
         let events: Vec<_> = decoded.iter().collect();
         assert_eq!(events[0].key, Some(&b"ann"[..]));

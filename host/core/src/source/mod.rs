@@ -29,6 +29,9 @@ pub struct SourceBatch {
     pub bytes: Vec<u8>,
     /// Number of events.
     pub len: usize,
+    /// The largest event timestamp in the batch, when the source kept
+    /// track as it wrote them (the runtime otherwise reads them again).
+    pub max_timestamp: Option<i64>,
     /// Where each event came from.
     pub origin: Origin,
 }
@@ -40,6 +43,7 @@ impl SourceBatch {
         SourceBatch {
             bytes: 0u32.to_le_bytes().to_vec(),
             len: 0,
+            max_timestamp: None,
             origin: Origin {
                 source,
                 positions: Positions::Events(Vec::new()),

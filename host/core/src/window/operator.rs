@@ -886,10 +886,12 @@ impl WindowOperator {
         if let (Some(cache), Some(hash)) = (&self.cache, hash)
             && !cache.needs_store(unit, key, hash)
         {
-            return Ok(match self.cache.as_ref().and_then(|c| c.get(unit, key, hash)) {
-                Some((acc, found)) => (Some(acc), Some(found)),
-                None => (None, None),
-            });
+            return Ok(
+                match self.cache.as_ref().and_then(|c| c.get(unit, key, hash)) {
+                    Some((acc, found)) => (Some(acc), Some(found)),
+                    None => (None, None),
+                },
+            );
         }
         self.fill_state_key(key, unit);
         let stored = self.store.get(&self.state_key)?;

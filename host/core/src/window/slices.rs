@@ -89,7 +89,10 @@ impl Entry {
         if self.data.len() - at == acc.len() {
             // The usual update: same size, in place; a counter's 8 bytes
             // without a call.
-            match (self.data[at..].first_chunk_mut::<8>(), acc.first_chunk::<8>()) {
+            match (
+                self.data[at..].first_chunk_mut::<8>(),
+                acc.first_chunk::<8>(),
+            ) {
                 (Some(to), Some(from)) if acc.len() == 8 => *to = *from,
                 _ => self.data[at..].copy_from_slice(acc),
             }
@@ -491,7 +494,14 @@ mod tests {
             .map(|k| cache.get(&slice(0), Some(k), hash(&cache, k)).unwrap().1)
             .collect();
         // Where it was found, with an accumulator of another size too.
-        cache.put(&slice(0), Some(&keys[0]), hash(&cache, &keys[0]), b"11", true, Some(found[0]));
+        cache.put(
+            &slice(0),
+            Some(&keys[0]),
+            hash(&cache, &keys[0]),
+            b"11",
+            true,
+            Some(found[0]),
+        );
         // A thousand inserts grow the table and move every entry: the
         // old places are stale, and the keys are found again.
         for n in 1000..2000u32 {
@@ -518,7 +528,9 @@ mod tests {
             cache.put(&slice(0), *key, h, &[n as u8; 20], true, None);
         }
         for (n, key) in keys.iter().enumerate() {
-            let got = cache.get(&slice(0), *key, cache.hash(*key).unwrap()).map(|g| g.0);
+            let got = cache
+                .get(&slice(0), *key, cache.hash(*key).unwrap())
+                .map(|g| g.0);
             assert_eq!(got, Some(&[n as u8; 20][..]), "{key:?}");
         }
     }

@@ -144,10 +144,7 @@ fn sorted(mut windows: Vec<(Key, Window)>) -> Vec<(Key, Window)> {
         .enumerate()
         .map(|(i, (key, _))| (prefix(key), i))
         .collect();
-    order.sort_unstable_by(|a, b| {
-        a.0.cmp(&b.0)
-            .then_with(|| windows[a.1].cmp(&windows[b.1]))
-    });
+    order.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| windows[a.1].cmp(&windows[b.1])));
     let mut taken: Vec<Option<(Key, Window)>> = windows.drain(..).map(Some).collect();
     order
         .into_iter()
