@@ -247,19 +247,28 @@ type = "stdout"
 [late_data]
 type = "stderr"
 "#;
-    let case = Case::new(
-        pipeline,
-        "{\"page\":\"/\",\"user\":\"a\",\"ts\":1}\n{\"page\":\"/\",\"ts\":2}\n",
-    );
-    let out = case.run();
-    assert!(!out.ok);
-    assert!(
-        out.stderr
-            .contains("operator `stats` reported an error on ")
-            && out.stderr.contains("input.jsonl:2: no `user` field"),
-        "{}",
-        out.stderr
-    );
+    // At parallelism 2 the router splits the batch: the failing event's
+    // line must follow it to its subtask.
+    for parallelism in [1, 2] {
+        let pipeline = pipeline.replace(
+            "key_by = \"page\"",
+            &format!("key_by = \"page\"\nparallelism = {parallelism}"),
+        );
+        let case = Case::new(
+            &pipeline,
+            "{\"page\":\"/x\",\"user\":\"a\",\"ts\":1}\n{\"page\":\"/\",\"user\":\"a\",\"ts\":1}\n\
+             {\"page\":\"/\",\"ts\":2}\n",
+        );
+        let out = case.run();
+        assert!(!out.ok);
+        assert!(
+            out.stderr
+                .contains("operator `stats` reported an error on ")
+                && out.stderr.contains("input.jsonl:3: no `user` field"),
+            "parallelism {parallelism}: {}",
+            out.stderr
+        );
+    }
 }
 
 #[test]

@@ -123,7 +123,7 @@ fn table_hash(half: u32) -> u64 {
 /// Where [`SliceCache::get`] found an entry: [`SliceCache::put`] writes
 /// there without looking the key up again, unless the cache has taken in
 /// or let go of an entry since.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy)]
 pub(super) struct Found {
     bucket: usize,
     generation: u64,
