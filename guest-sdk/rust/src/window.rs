@@ -132,7 +132,9 @@ pub trait Aggregate: Sized + 'static {
     /// A missing or unparsable setting.
     fn new(config: &Config) -> Result<Self, Error>;
 
-    /// Folds one event into `acc`.
+    /// Folds one event into `acc`. The event keeps the key it reached the
+    /// stage with, which need not be the `key_by` key it is grouped by;
+    /// that key comes to [`Aggregate::result`] as [`Window::key`].
     ///
     /// # Errors
     /// An event the aggregate cannot handle.

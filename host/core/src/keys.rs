@@ -95,6 +95,67 @@ pub fn json_field<'a>(value: &'a [u8], field: &str) -> Result<Cow<'a, [u8]>, Str
     }
 }
 
+/// The keys `key_by` gave a batch's events, one per event in order, kept
+/// beside the batch instead of written into its events (see
+/// [`EventKeys`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchKeys {
+    bytes: Vec<u8>,
+    /// Where each key ends in `bytes`.
+    ends: Vec<usize>,
+}
+
+impl BatchKeys {
+    /// Room for `events` keys of about `key_bytes` bytes in all.
+    pub fn with_capacity(events: usize, key_bytes: usize) -> Self {
+        BatchKeys {
+            bytes: Vec::with_capacity(key_bytes),
+            ends: Vec::with_capacity(events),
+        }
+    }
+
+    /// Appends the next event's key.
+    #[inline]
+    pub fn push(&mut self, key: &[u8]) {
+        self.bytes.extend_from_slice(key);
+        self.ends.push(self.bytes.len());
+    }
+
+    /// How many keys there are.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The keys in event order.
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        let mut start = 0;
+        self.ends.iter().map(move |&end| {
+            let key = &self.bytes[start..end];
+            start = end;
+            key
+        })
+    }
+}
+
+/// Where the events of a batch reaching a keyed window find the key they
+/// are grouped by.
+#[derive(Debug, Clone, Copy)]
+pub enum EventKeys<'a> {
+    /// In the events themselves.
+    InEvents,
+    /// Beside the batch, one per event: the router applied `key_by` to
+    /// send each event to its subtask.
+    Beside(&'a BatchKeys),
+    /// `key_by` is still to apply, by the receiver: with one subtask
+    /// downstream, the router passes a batch on as it came.
+    Select(&'a KeySelector),
+}
+
 /// Two events' keys are the same (`None` only equals `None`), by word
 /// compares: keys are mostly a few bytes, where a `memcmp` call costs more
 /// than the compare.

@@ -40,7 +40,7 @@ use crate::checkpoint::coordinator::{self, Ack, Checkpointing, Layout, OperatorL
 use crate::checkpoint::{CheckpointId, CheckpointKind, CheckpointStore, SourceRecord, subtask_dir};
 use crate::dead_letter::DeadLetters;
 use crate::keyed::KeyedProcessOperator;
-use crate::keys::{KeySelector, key_group, subtask_for_group};
+use crate::keys::{BatchKeys, EventKeys, KeySelector, key_group, subtask_for_group};
 use crate::operator::{FailureKind, Operator, OperatorFailure};
 use crate::pipeline::PipelineSettings;
 use crate::sink::{Sink, SinkError, SinkSummary};
@@ -190,12 +190,34 @@ fn record(errors: &Errors, error: RunError) {
 
 /// What flows between tasks, tagged with the sender's input index.
 enum Message {
-    Batch(SourceBatch),
+    Batch(SourceBatch, Keys),
     Watermark(i64),
     /// The sender has gone idle; its next message makes it active again.
     Idle,
     /// Everything before it belongs to checkpoint `n`.
     Barrier(CheckpointId),
+}
+
+/// How the events of a batch carry the keys of the stage they go to.
+enum Keys {
+    /// In the events (or the stage is not keyed).
+    InEvents,
+    /// Beside the batch, one per event (for window stages, whose functions
+    /// get the events as they came).
+    Beside(BatchKeys),
+    /// To be taken by the receiving window subtask, the only one: the
+    /// batch comes as its source wrote it.
+    Select(Arc<KeySelector>),
+}
+
+impl Keys {
+    fn as_event_keys(&self) -> EventKeys<'_> {
+        match self {
+            Keys::InEvents => EventKeys::InEvents,
+            Keys::Beside(keys) => EventKeys::Beside(keys),
+            Keys::Select(selector) => EventKeys::Select(selector),
+        }
+    }
 }
 
 /// What flows into a sink, tagged with the sender's input index.
@@ -411,7 +433,8 @@ impl Pipeline {
 
         // Stages from last to first, so each knows where it sends.
         let mut task_threads = Vec::new();
-        let mut downstream: Option<(Vec<SyncSender<Envelope>>, Option<KeySelector>)> = None;
+        // Each stage's senders, `key_by`, and whether it runs windows.
+        let mut downstream: Option<(Vec<SyncSender<Envelope>>, Option<KeySelector>, bool)> = None;
         let stage_count = self.stages.len();
         let mut upstream_counts: Vec<usize> = Vec::with_capacity(stage_count);
         upstream_counts.push(self.sources.len());
@@ -421,16 +444,18 @@ impl Pipeline {
         let mut task_index = total_tasks;
         for (index, stage) in self.stages.into_iter().enumerate().rev() {
             let inputs = upstream_counts[index];
+            let windows = stage.subtasks.iter().all(|t| matches!(t, Task::Window(_)));
             let mut senders = Vec::new();
             task_index -= stage.subtasks.len();
             for (subtask, task) in stage.subtasks.into_iter().enumerate() {
                 let (tx, rx) = sync_channel::<Envelope>(queue);
                 senders.push(tx);
                 let out = match &downstream {
-                    Some((targets, key_by)) => Downstream::Stage(Router::new(
+                    Some((targets, key_by, windows)) => Downstream::Stage(Router::new(
                         targets.clone(),
                         subtask,
                         key_by.clone(),
+                        *windows,
                         max_parallelism,
                     )),
                     None => Downstream::Sinks(results.with_input(subtask)),
@@ -453,7 +478,7 @@ impl Pipeline {
                     run_task(task, inputs, &rx, out, &late, &errors, checkpoint.as_ref());
                 }));
             }
-            downstream = Some((senders, stage.key_by));
+            downstream = Some((senders, stage.key_by, windows));
         }
         let source_threads: Vec<_> = self
             .sources
@@ -461,10 +486,11 @@ impl Pipeline {
             .enumerate()
             .map(|(index, source)| {
                 let out = match &downstream {
-                    Some((targets, key_by)) => Downstream::Stage(Router::new(
+                    Some((targets, key_by, windows)) => Downstream::Stage(Router::new(
                         targets.clone(),
                         index,
                         key_by.clone(),
+                        *windows,
                         max_parallelism,
                     )),
                     None => Downstream::Sinks(results.with_input(index)),
@@ -865,7 +891,10 @@ struct Router {
     targets: Vec<SyncSender<Envelope>>,
     /// This sender's input index at every target.
     input: usize,
-    key_by: Option<KeySelector>,
+    key_by: Option<Arc<KeySelector>>,
+    /// The targets run windows: keys go beside the events, which stay as
+    /// they came (and with one target, the target takes them itself).
+    keys_beside: bool,
     max_parallelism: u16,
     /// The target owning each key group (`subtask_for_group`, looked up
     /// rather than divided out per event).
@@ -878,6 +907,7 @@ impl Router {
         targets: Vec<SyncSender<Envelope>>,
         input: usize,
         key_by: Option<KeySelector>,
+        keys_beside: bool,
         max_parallelism: u16,
     ) -> Self {
         let owners = (0..max_parallelism.max(1))
@@ -886,7 +916,8 @@ impl Router {
         Router {
             targets,
             input,
-            key_by,
+            key_by: key_by.map(Arc::new),
+            keys_beside,
             max_parallelism,
             owners,
             next: input,
@@ -915,14 +946,28 @@ impl Router {
             // Not keyed: round-robin, starting at a different target for
             // each sender.
             self.next = (self.next + 1) % n;
-            return self.deliver(self.next, Message::Batch(batch));
+            return self.deliver(self.next, Message::Batch(batch, Keys::InEvents));
         };
+        if n == 1 && self.keys_beside {
+            // The window subtask takes the keys as it reads the batch,
+            // which it does anyway: no pass here, no copy.
+            let keys = Keys::Select(key_by.clone());
+            return self.deliver(0, Message::Batch(batch, keys));
+        }
         // Room for each target's share plus its events' keys (a quarter
         // more): outgrowing the buffer would copy the whole batch again.
         let share = batch.bytes.len() / n;
         let mut writers: Vec<BatchWriter> = (0..n)
             .map(|_| BatchWriter::with_capacity(share + share / 4 + 64))
             .collect();
+        let mut beside: Vec<BatchKeys> = if self.keys_beside {
+            let share = batch.len / n;
+            (0..n)
+                .map(|_| BatchKeys::with_capacity(share + share / 4, 8 * share))
+                .collect()
+        } else {
+            Vec::new()
+        };
         // With one target every event goes there, in order: the batch's
         // positions stay as they are, and no key needs its group.
         let mut positions: Vec<Positions> = if n == 1 {
@@ -951,9 +996,17 @@ impl Router {
                         positions[target].push_from(&batch.origin.positions, index);
                         target
                     };
+                    // Window functions get the events as they came; other
+                    // stages get the key in each event.
+                    let in_event = if self.keys_beside {
+                        beside[target].push(&key);
+                        event.key
+                    } else {
+                        Some(&*key)
+                    };
                     writers[target].push_raw_headers(
                         event.timestamp,
-                        Some(&key),
+                        in_event,
                         event.value,
                         u32::try_from(event.header_count()).unwrap_or(u32::MAX),
                         event.raw_headers(),
@@ -976,7 +1029,12 @@ impl Router {
         if n == 1 {
             positions.push(batch.origin.positions);
         }
+        let mut beside = beside.into_iter();
         for (target, (writer, positions)) in writers.into_iter().zip(positions).enumerate() {
+            let keys = match beside.next() {
+                Some(keys) => Keys::Beside(keys),
+                None => Keys::InEvents,
+            };
             if writer.is_empty() {
                 continue;
             }
@@ -990,7 +1048,7 @@ impl Router {
                     positions,
                 },
             };
-            self.deliver(target, Message::Batch(part))?;
+            self.deliver(target, Message::Batch(part, keys))?;
         }
         Ok(())
     }
@@ -1031,12 +1089,12 @@ fn run_task(
         };
         let mut aligned = false;
         let step = match message {
-            Message::Batch(batch) => {
+            Message::Batch(batch, keys) => {
                 // An idle input that sends again is active, but a batch
                 // never advances the watermark.
                 let _ = tracker.set_idle(input, false);
                 idle = false;
-                task.on_batch(batch, &mut out, late, &mut results)
+                task.on_batch(batch, &keys, &mut out, late, &mut results)
             }
             Message::Watermark(w) => {
                 aligned = w == END_OF_TIME && alignment.end(input);
@@ -1144,6 +1202,7 @@ impl Task {
     fn on_batch(
         &mut self,
         batch: SourceBatch,
+        keys: &Keys,
         out: &mut Downstream,
         late: &Results,
         results: &mut u64,
@@ -1157,6 +1216,7 @@ impl Task {
                 let mut late_events = BatchWriter::new();
                 let outcome = window.process(
                     &batch.bytes,
+                    keys.as_event_keys(),
                     WindowOutput {
                         results: &mut fired,
                         late: &mut late_events,
@@ -1248,6 +1308,15 @@ fn window_error(
         WindowError::State(e) => RunError::State {
             operator: name.to_string(),
             message: e.to_string(),
+        },
+        WindowError::Key {
+            index,
+            key_by,
+            message,
+        } => RunError::Key {
+            position: position(Some(index)),
+            key_by,
+            message,
         },
     }
 }

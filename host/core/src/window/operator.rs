@@ -15,6 +15,7 @@
 //! accumulators in a cache of per-slice tables (`slices.rs`) that reaches
 //! the store at checkpoints; other windows read and write the store.
 
+use std::borrow::Cow;
 use std::hash::BuildHasher;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
@@ -26,13 +27,13 @@ use hashbrown::HashTable;
 use smallvec::SmallVec;
 
 use weir_batch::window::{FiredWriter, Slots, SlotsWriter};
-use weir_batch::{Batch, BatchWriter, EventRef, FormatError, event_count};
+use weir_batch::{Batch, BatchWriter, EventRef, event_count};
 
 use super::slices::{self, Found, KeyHash, SliceCache};
 use super::timers::{Key, Timers, key_of};
 use super::{FunctionKind, Slicing, Window, WindowFunction, WindowSpec};
 use crate::checkpoint;
-use crate::keys::{key_group, same_key};
+use crate::keys::{EventKeys, key_group, same_key};
 use crate::operator::{FailureKind, OperatorFailure};
 use crate::state::{Deferred, StateError, StateStore};
 use crate::time::BEFORE_TIME;
@@ -46,6 +47,17 @@ pub enum WindowError {
     /// The state backend failed.
     #[error(transparent)]
     State(#[from] StateError),
+    /// An event has no usable key for the stage's `key_by` (the subtask
+    /// applies it when it is the only one downstream).
+    #[error("event {index}: cannot key by `{key_by}`: {message}")]
+    Key {
+        /// The event's index in its batch.
+        index: usize,
+        /// The `key_by` setting.
+        key_by: String,
+        /// Why.
+        message: String,
+    },
 }
 
 impl From<OperatorFailure> for WindowError {
@@ -300,18 +312,77 @@ impl WindowOperator {
         window.max_timestamp() <= self.watermark
     }
 
-    /// Adds a batch (events carry their key). Results of windows that
-    /// re-fire because of late-but-allowed events are appended to
-    /// `out.results`; events later than the lateness go to `out.late`.
+    /// Adds a batch whose events find their keys as `keys` says. Results
+    /// of windows that re-fire because of late-but-allowed events are
+    /// appended to `out.results`; events later than the lateness go to
+    /// `out.late` (with their key, as do the events a whole-window
+    /// function gets). An aggregate's `add` gets the batch as it is: its
+    /// events carry the key they came with, not necessarily the one they
+    /// are grouped by.
     ///
     /// # Errors
-    /// The window function or the state backend failed. For a function
-    /// failure, `event_index` is the input event, and the state is as it
-    /// was before the batch.
-    pub fn process(&mut self, bytes: &[u8], out: WindowOutput<'_>) -> Result<(), WindowError> {
-        let mut events: Vec<EventRef<'_>> = Vec::with_capacity(event_count(bytes));
-        weir_batch::read_events(bytes, |e| events.push(e))
-            .map_err(|e| bad_input(self.name(), &e))?;
+    /// The window function or the state backend failed, or an event has no
+    /// key to select. For a function failure, `event_index` is the input
+    /// event, and the state is as it was before the batch.
+    pub fn process(
+        &mut self,
+        bytes: &[u8],
+        keys: EventKeys<'_>,
+        out: WindowOutput<'_>,
+    ) -> Result<(), WindowError> {
+        let count = event_count(bytes);
+        // Keys selected here, declared before the events that point into
+        // them.
+        let mut selected: Vec<Cow<'_, [u8]>> = Vec::new();
+        let mut events: Vec<EventRef<'_>> = Vec::with_capacity(count);
+        let read = match keys {
+            EventKeys::Select(selector) => {
+                selected.reserve(count);
+                let mut failed = None;
+                let read = weir_batch::read_events(bytes, |e| {
+                    if failed.is_none() {
+                        match selector.key(e.key, e.value) {
+                            Ok(key) => selected.push(key),
+                            Err(message) => {
+                                failed = Some(WindowError::Key {
+                                    index: events.len(),
+                                    key_by: selector.to_string(),
+                                    message,
+                                });
+                            }
+                        }
+                    }
+                    events.push(e);
+                });
+                if let Some(error) = failed {
+                    return Err(error);
+                }
+                read
+            }
+            _ => weir_batch::read_events(bytes, |e| events.push(e)),
+        };
+        read.map_err(|e| bad_input(self.name(), &e))?;
+        match keys {
+            EventKeys::InEvents => {}
+            EventKeys::Select(_) => {
+                for (event, key) in events.iter_mut().zip(&selected) {
+                    event.key = Some(key);
+                }
+            }
+            EventKeys::Beside(beside) => {
+                if beside.len() != events.len() {
+                    let problem = format!(
+                        "{} events but {} keys beside them",
+                        events.len(),
+                        beside.len()
+                    );
+                    return Err(bad_input(self.name(), &problem));
+                }
+                for (event, key) in events.iter_mut().zip(beside.iter()) {
+                    event.key = Some(key);
+                }
+            }
+        }
         // Sessions (the spec without slices) merge first.
         let session_windows = match self.slicing {
             None => Some(self.merge_sessions(&events, out.late)?),
@@ -1074,7 +1145,7 @@ fn bad_output(message: String) -> WindowError {
     })
 }
 
-fn bad_input(name: &str, e: &FormatError) -> WindowError {
+fn bad_input(name: &str, e: &dyn std::fmt::Display) -> WindowError {
     WindowError::Function(OperatorFailure {
         kind: FailureKind::BadOutput,
         message: format!("`{name}` got a malformed batch: {e}"),

@@ -8,6 +8,7 @@ use weir_batch::{Batch, BatchWriter};
 
 use super::WindowOutput;
 use super::*;
+use crate::keys::{BatchKeys, EventKeys, KeySelector};
 use crate::operator::{FailureKind, OperatorFailure};
 use crate::state::MemoryStore;
 use crate::time::{BoundedOutOfOrderness, END_OF_TIME};
@@ -151,7 +152,8 @@ fn run(op: &mut WindowOperator, events: &[(&str, i64, &str)], batch: usize, dela
 }
 
 /// Feeds events in batches of `batch`, advancing the watermark `wm` after
-/// each; results and late events go to `out`.
+/// each; results and late events go to `out`. Batches take turns carrying
+/// their keys in the events and beside them, as the router sends them.
 fn feed(
     op: &mut WindowOperator,
     events: &[(&str, i64, &str)],
@@ -159,16 +161,28 @@ fn feed(
     wm: &mut BoundedOutOfOrderness,
     out: &mut Run,
 ) {
-    for chunk in events.chunks(batch.max(1)) {
+    for (index, chunk) in events.chunks(batch.max(1)).enumerate() {
+        let beside = index % 2 == 1;
         let mut writer = BatchWriter::new();
+        let mut keys = BatchKeys::default();
         for (key, ts, value) in chunk {
-            writer.push(*ts, Some(key.as_bytes()), value.as_bytes(), &[]);
+            if beside {
+                keys.push(key.as_bytes());
+                writer.push(*ts, None, value.as_bytes(), &[]);
+            } else {
+                writer.push(*ts, Some(key.as_bytes()), value.as_bytes(), &[]);
+            }
             wm.observe(*ts);
         }
         let mut results = Vec::new();
         let mut late = BatchWriter::new();
         op.process(
             &writer.finish(),
+            if beside {
+                EventKeys::Beside(&keys)
+            } else {
+                EventKeys::InEvents
+            },
             WindowOutput {
                 results: &mut results,
                 late: &mut late,
@@ -203,6 +217,134 @@ fn tumbling_counts_fire_in_end_then_key_order() {
     );
     assert!(r.late.is_empty());
     assert_eq!(op.open_windows(), 0);
+}
+
+/// Sees the key of every event its `add` gets (`-` for none).
+struct KeysSeen(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl WindowFunction for KeysSeen {
+    fn name(&self) -> &str {
+        "keys-seen"
+    }
+    fn kind(&self) -> FunctionKind {
+        FunctionKind::Aggregate
+    }
+    fn add(
+        &mut self,
+        accs: &[u8],
+        events: &[u8],
+        pairs: &[u32],
+    ) -> Result<Vec<u8>, OperatorFailure> {
+        let keys = Batch::new(events)
+            .unwrap()
+            .iter()
+            .map(|e| String::from_utf8_lossy(e.key.unwrap_or(b"-")).into_owned());
+        self.0.lock().unwrap().extend(keys);
+        Count.add(accs, events, pairs)
+    }
+    fn merge(&mut self, left: &[u8], right: &[u8]) -> Result<Vec<u8>, OperatorFailure> {
+        Count.merge(left, right)
+    }
+    fn fire(&mut self, windows: &[u8]) -> Result<Vec<u8>, OperatorFailure> {
+        Count.fire(windows)
+    }
+}
+
+#[test]
+fn keys_in_the_events_beside_them_or_selected_here_group_alike() {
+    // Page views keyed by page; the event at 3 is late (the watermark is
+    // at 19 by then).
+    let rows = [(1, "/a"), (2, "/b"), (25, "/a"), (3, "/b"), (26, "/a")];
+    let select = KeySelector::parse("page");
+    for mode in ["in events", "beside", "select"] {
+        let seen = std::sync::Arc::default();
+        let mut op = operator(
+            WindowSpec::Tumbling { size_ms: 10 },
+            0,
+            Box::new(KeysSeen(std::sync::Arc::clone(&seen))),
+        );
+        let mut results = Vec::new();
+        let mut late = BatchWriter::new();
+        for chunk in [&rows[..2], &rows[2..]] {
+            let mut writer = BatchWriter::new();
+            let mut keys = BatchKeys::default();
+            for (ts, page) in chunk {
+                let value = format!(r#"{{"page":"{page}"}}"#);
+                let key = (mode == "in events").then_some(page.as_bytes());
+                writer.push(*ts, key, value.as_bytes(), &[]);
+                keys.push(page.as_bytes());
+            }
+            let keys = match mode {
+                "in events" => EventKeys::InEvents,
+                "beside" => EventKeys::Beside(&keys),
+                _ => EventKeys::Select(&select),
+            };
+            let out = WindowOutput {
+                results: &mut results,
+                late: &mut late,
+            };
+            op.process(&writer.finish(), keys, out).unwrap();
+            op.advance(19).unwrap();
+        }
+        let fired: Vec<String> = op
+            .advance(END_OF_TIME)
+            .unwrap()
+            .iter()
+            .flat_map(|r| values(r))
+            .collect();
+        assert_eq!(fired, ["/a@20..30=2"], "{mode}");
+        // The late event leaves with its key, whichever way it came.
+        let late: Vec<_> = Batch::new(&late.finish())
+            .unwrap()
+            .iter()
+            .map(|e| (e.key.map(<[u8]>::to_vec), e.timestamp))
+            .collect();
+        assert_eq!(late, [(Some(b"/b".to_vec()), 3)], "{mode}");
+        // `add` gets the events as they came: keys beside or to select are
+        // not written into them.
+        let expected = if mode == "in events" { "/a" } else { "-" };
+        assert!(
+            seen.lock()
+                .unwrap()
+                .iter()
+                .all(|k| k == expected || k == "/b"),
+            "{mode}"
+        );
+        assert!(seen.lock().unwrap().iter().any(|k| k == expected), "{mode}");
+    }
+}
+
+#[test]
+fn an_event_without_the_selected_key_is_an_error_naming_it() {
+    let mut op = operator(WindowSpec::Tumbling { size_ms: 10 }, 0, Box::new(Count));
+    let mut writer = BatchWriter::new();
+    writer.push(1, None, br#"{"page":"/a"}"#, &[]);
+    writer.push(2, None, br#"{"user":"u"}"#, &[]);
+    let mut results = Vec::new();
+    let mut late = BatchWriter::new();
+    let out = WindowOutput {
+        results: &mut results,
+        late: &mut late,
+    };
+    let select = KeySelector::parse("page");
+    match op.process(&writer.finish(), EventKeys::Select(&select), out) {
+        Err(WindowError::Key {
+            index,
+            key_by,
+            message,
+        }) => {
+            assert_eq!((index, key_by.as_str()), (1, "page"));
+            assert!(message.contains("missing"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Nothing of the batch was added.
+    assert!(
+        op.advance(END_OF_TIME)
+            .unwrap()
+            .iter()
+            .all(|r| values(r).is_empty())
+    );
 }
 
 #[test]
@@ -336,6 +478,7 @@ fn a_failing_add_leaves_the_state_as_before_the_batch() {
     let mut late = BatchWriter::new();
     op.process(
         &first.finish(),
+        EventKeys::InEvents,
         WindowOutput {
             results: &mut results,
             late: &mut late,
@@ -348,6 +491,7 @@ fn a_failing_add_leaves_the_state_as_before_the_batch() {
     let err = op
         .process(
             &second.finish(),
+            EventKeys::InEvents,
             WindowOutput {
                 results: &mut results,
                 late: &mut late,
@@ -675,7 +819,8 @@ fn many_windows_fire_in_bounded_calls() {
         results: &mut results,
         late: &mut late,
     };
-    op.process(&writer.finish(), out).unwrap();
+    op.process(&writer.finish(), EventKeys::InEvents, out)
+        .unwrap();
     let fired = op.advance(END_OF_TIME).unwrap();
     // 10 000 windows: three calls of at most 4096.
     assert_eq!(fired.len(), 3);
