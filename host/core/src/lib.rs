@@ -28,6 +28,7 @@
 //! # Ok::<(), weir_core::runtime::RunError>(())
 //! ```
 
+mod channel;
 pub mod checkpoint;
 pub mod dead_letter;
 pub mod keyed;

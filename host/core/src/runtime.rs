@@ -30,12 +30,13 @@
 use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, channel, sync_channel};
+use std::sync::mpsc::{Sender, channel};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use weir_batch::{Batch, BatchWriter, event_count};
 
+use crate::channel::{self, Receiver, RecvTimeoutError};
 use crate::checkpoint::coordinator::{self, Ack, Checkpointing, Layout, OperatorLayout, Triggers};
 use crate::checkpoint::{CheckpointId, CheckpointKind, CheckpointStore, SourceRecord, subtask_dir};
 use crate::dead_letter::DeadLetters;
@@ -399,7 +400,9 @@ impl Pipeline {
         let mut sink_txs = Vec::new();
         let mut sink_threads: Vec<_> = Vec::new();
         for (index, sink) in self.sinks.into_iter().enumerate() {
-            let (tx, rx) = sync_channel::<SinkEnvelope>(queue);
+            let (tx, rx) = channel::bounded::<SinkEnvelope>(queue, |(_, m)| {
+                matches!(m, SinkMessage::Batch(_))
+            });
             sink_txs.push(tx);
             let errors = errors.clone();
             let acks = acks.clone().map(|acks| (index, acks));
@@ -410,7 +413,9 @@ impl Pipeline {
         let sink_count = sink_txs.len();
         let (late_tx, late_thread) = match self.late {
             Some(sink) => {
-                let (tx, rx) = sync_channel::<SinkEnvelope>(queue);
+                let (tx, rx) = channel::bounded::<SinkEnvelope>(queue, |(_, m)| {
+                    matches!(m, SinkMessage::Batch(_))
+                });
                 let errors = errors.clone();
                 let acks = acks.clone().map(|acks| (sink_count, acks));
                 (
@@ -434,7 +439,8 @@ impl Pipeline {
         // Stages from last to first, so each knows where it sends.
         let mut task_threads = Vec::new();
         // Each stage's senders, `key_by`, and whether it runs windows.
-        let mut downstream: Option<(Vec<SyncSender<Envelope>>, Option<KeySelector>, bool)> = None;
+        let mut downstream: Option<(Vec<channel::Sender<Envelope>>, Option<KeySelector>, bool)> =
+            None;
         let stage_count = self.stages.len();
         let mut upstream_counts: Vec<usize> = Vec::with_capacity(stage_count);
         upstream_counts.push(self.sources.len());
@@ -448,7 +454,8 @@ impl Pipeline {
             let mut senders = Vec::new();
             task_index -= stage.subtasks.len();
             for (subtask, task) in stage.subtasks.into_iter().enumerate() {
-                let (tx, rx) = sync_channel::<Envelope>(queue);
+                let (tx, rx) =
+                    channel::bounded::<Envelope>(queue, |(_, m)| matches!(m, Message::Batch(..)));
                 senders.push(tx);
                 let out = match &downstream {
                     Some((targets, key_by, windows)) => Downstream::Stage(Router::new(
@@ -711,8 +718,8 @@ fn run_sink(
         let (input, message) = match replay.pop_front() {
             Some(envelope) => envelope,
             None => match rx.recv() {
-                Ok(envelope) => envelope,
-                Err(_) => break,
+                Some(envelope) => envelope,
+                None => break,
             },
         };
         let Some(message) = alignment.hold(input, message) else {
@@ -793,8 +800,8 @@ enum Stop {
 /// Where the last stage's results and every late event go.
 #[derive(Clone)]
 struct Results {
-    sinks: Vec<SyncSender<SinkEnvelope>>,
-    late: Option<SyncSender<SinkEnvelope>>,
+    sinks: Vec<channel::Sender<SinkEnvelope>>,
+    late: Option<channel::Sender<SinkEnvelope>>,
     /// This sender's input index at the sinks…
     input: usize,
     /// …and at the late-data sink.
@@ -888,7 +895,7 @@ impl Downstream {
 
 /// Sends one task's (or source's) output to the next stage's subtasks.
 struct Router {
-    targets: Vec<SyncSender<Envelope>>,
+    targets: Vec<channel::Sender<Envelope>>,
     /// This sender's input index at every target.
     input: usize,
     key_by: Option<Arc<KeySelector>>,
@@ -904,7 +911,7 @@ struct Router {
 
 impl Router {
     fn new(
-        targets: Vec<SyncSender<Envelope>>,
+        targets: Vec<channel::Sender<Envelope>>,
         input: usize,
         key_by: Option<KeySelector>,
         keys_beside: bool,
