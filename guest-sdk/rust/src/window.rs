@@ -44,8 +44,8 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::batch::Batch;
 use crate::batch::window::{FiredWindows, Slots, SlotsWriter};
-use crate::batch::{Batch, EVENT_HEADER_LEN, EventRef};
 use crate::{BatchError, Config, Error, Event, JsonObject, Output};
 
 /// A window that fires: its key and bounds.
@@ -187,6 +187,7 @@ fn batch_error(message: String, index: Option<u32>) -> BatchError {
     }
 }
 
+#[inline(always)]
 fn decode<T: DeserializeOwned + Default>(slot: Option<&[u8]>) -> Result<T, BatchError> {
     match slot {
         None => Ok(T::default()),
@@ -195,10 +196,35 @@ fn decode<T: DeserializeOwned + Default>(slot: Option<&[u8]>) -> Result<T, Batch
     }
 }
 
+/// Postcard output straight into a slot's buffer.
+struct SlotFlavor<'a>(&'a mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for SlotFlavor<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.0.push(byte);
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
+#[inline(always)]
 fn encode<T: Serialize>(acc: &T, out: &mut SlotsWriter) -> Result<(), BatchError> {
     let mut result = Ok(());
     out.push_with(|buf| {
-        result = postcard::to_io(acc, &mut *buf).map(|_| ());
+        result = postcard::serialize_with_flavor(acc, SlotFlavor(buf));
     });
     result.map_err(|e| batch_error(format!("cannot encode an accumulator: {e}"), None))
 }
@@ -206,8 +232,12 @@ fn encode<T: Serialize>(acc: &T, out: &mut SlotsWriter) -> Result<(), BatchError
 /// What the component's `add` does: decodes the accumulators, folds each
 /// assigned event in, encodes them again.
 ///
+/// The assignments come in event order (the contract says so), so the
+/// events are read once, beside them, without being collected first.
+///
 /// # Errors
-/// Malformed buffers, or the first event `aggregate` rejected.
+/// Malformed buffers, an assignment out of event order or naming a missing
+/// event or accumulator, or the first event `aggregate` rejected.
 pub fn run_add<A: Aggregate>(
     aggregate: &mut A,
     accumulators: &[u8],
@@ -215,28 +245,41 @@ pub fn run_add<A: Aggregate>(
     assignments: &[u32],
 ) -> Result<Vec<u8>, BatchError> {
     let slots = Slots::new(accumulators).map_err(|e| batch_error(e.to_string(), None))?;
-    let mut accs = slots
-        .iter()
-        .map(decode::<A::Acc>)
-        .collect::<Result<Vec<_>, _>>()?;
-    // One walk: the format is checked as the events are collected.
-    // (An event takes at least its fixed part: a count cannot over-reserve.)
-    let count = crate::batch::event_count(events).min(events.len() / EVENT_HEADER_LEN);
-    let mut collected: Vec<EventRef<'_>> = Vec::with_capacity(count);
-    crate::batch::read_events(events, |e| collected.push(e))
-        .map_err(|e| batch_error(e.to_string(), None))?;
-    let events = collected;
-    for pair in assignments.chunks_exact(2) {
-        let (index, group) = (pair[0], pair[1] as usize);
-        let event = events
-            .get(index as usize)
-            .ok_or_else(|| batch_error(format!("no event #{index}"), None))?;
-        let acc = accs
-            .get_mut(group)
-            .ok_or_else(|| batch_error(format!("no accumulator #{group}"), None))?;
-        aggregate
-            .add(acc, &Event::new(*event, index))
-            .map_err(|e| batch_error(e.to_string(), Some(index)))?;
+    let mut accs: Vec<A::Acc> = Vec::with_capacity(slots.len());
+    for slot in slots.iter() {
+        accs.push(decode(slot)?);
+    }
+    let mut pairs = assignments.chunks_exact(2);
+    let mut next = pairs.next();
+    let mut index = 0u32;
+    let mut failed = None;
+    // One walk: the format is checked as the events are read.
+    crate::batch::read_events(events, |event| {
+        while let Some(&[at, group]) = next {
+            if at != index || failed.is_some() {
+                break;
+            }
+            next = pairs.next();
+            let Some(acc) = accs.get_mut(group as usize) else {
+                failed = Some(batch_error(format!("no accumulator #{group}"), None));
+                break;
+            };
+            if let Err(e) = aggregate.add(acc, &Event::new(event, index)) {
+                failed = Some(batch_error(e.to_string(), Some(index)));
+            }
+        }
+        index += 1;
+    })
+    .map_err(|e| batch_error(e.to_string(), None))?;
+    if let Some(error) = failed {
+        return Err(error);
+    }
+    if let Some(&[at, _]) = next {
+        // Past the last event, or behind one already read.
+        return Err(batch_error(
+            format!("assignment of event #{at} is out of event order or has no event"),
+            None,
+        ));
     }
     let mut out = SlotsWriter::with_capacity(accumulators.len() + 8 * accs.len());
     for acc in &accs {
@@ -349,5 +392,77 @@ mod tests {
             batch.iter().next().map(|e| (e.timestamp, e.key)),
             Some((9, Some(&b"k"[..])))
         );
+    }
+
+    /// Sums the values' integers; fails on `0`.
+    struct Sum;
+
+    impl Aggregate for Sum {
+        type Acc = u64;
+        fn new(_: &Config) -> Result<Self, Error> {
+            Ok(Sum)
+        }
+        fn add(&mut self, acc: &mut u64, event: &Event<'_>) -> Result<(), Error> {
+            let n: u64 = std::str::from_utf8(event.value())?
+                .parse()
+                .map_err(|_| Error::new("not a number"))?;
+            if n == 0 {
+                return Err("zero".into());
+            }
+            *acc += n;
+            Ok(())
+        }
+        fn merge(&mut self, acc: &mut u64, other: u64) {
+            *acc += other;
+        }
+        fn result(&mut self, _: &Window<'_>, _: u64, _: &mut Output) -> Result<(), Error> {
+            Ok(())
+        }
+    }
+
+    fn events(values: &[&str]) -> Vec<u8> {
+        let mut writer = crate::batch::BatchWriter::new();
+        for v in values {
+            writer.push(0, None, v.as_bytes(), &[]);
+        }
+        writer.finish()
+    }
+
+    fn accs(slots: &[u8]) -> Vec<Option<u64>> {
+        Slots::new(slots)
+            .unwrap()
+            .iter()
+            .map(|s| s.map(|b| postcard::from_bytes(b).unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn add_folds_each_assigned_event_into_its_group_in_one_walk() {
+        let mut start = SlotsWriter::new();
+        start.push(None);
+        encode(&100u64, &mut start).unwrap();
+        let batch = events(&["1", "2", "30"]);
+        // Event 1 is in both groups (as with sliding windows); event 2 in
+        // none.
+        let out = run_add(&mut Sum, &start.finish(), &batch, &[0, 1, 1, 0, 1, 1]).unwrap();
+        assert_eq!(accs(&out), [Some(2), Some(103)]);
+    }
+
+    #[test]
+    fn add_rejects_assignments_out_of_order_or_past_the_events() {
+        let empty = || {
+            let mut slots = SlotsWriter::new();
+            slots.push(None);
+            slots.finish()
+        };
+        let batch = events(&["1", "2"]);
+        let err = |pairs: &[u32]| run_add(&mut Sum, &empty(), &batch, pairs).unwrap_err();
+        assert!(err(&[1, 0, 0, 0]).message.contains("event #0"));
+        assert!(err(&[0, 0, 2, 0]).message.contains("event #2"));
+        assert!(err(&[0, 1]).message.contains("accumulator #1"));
+        // The first failing event is named, and the state is not returned.
+        let failing = events(&["1", "0", "0"]);
+        let e = run_add(&mut Sum, &empty(), &failing, &[0, 0, 1, 0, 2, 0]).unwrap_err();
+        assert_eq!((e.event_index, e.message.as_str()), (Some(1), "zero"));
     }
 }
