@@ -187,7 +187,26 @@ fn parse_key_value(text: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("expected key=value, got {text:?}"))
 }
 
+/// Batch buffers (a few hundred KiB each) are allocated on one thread and
+/// freed on the next stage's. With glibc's defaults the freed memory goes
+/// back to the kernel and is faulted in again batch after batch: 33 000 to
+/// 44 000 page faults for 4 M events through a window stage of two
+/// subtasks, 3 400 with these settings (`perf stat -e page-faults`). So
+/// allocations under 32 MiB come from the heap, and up to 64 MiB free at a
+/// heap's top stays mapped.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[allow(unsafe_code, reason = "mallopt takes two integers")]
+    // SAFETY: mallopt sets two of glibc's allocator settings under its own
+    // lock; it has no other precondition.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
+    }
+}
+
 fn main() -> ExitCode {
+    keep_freed_memory();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
