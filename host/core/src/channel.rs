@@ -7,14 +7,17 @@
 //!   without taking a batch's place, up to a far larger bound.
 //! - A sender blocked on a full queue is woken only once the receiver has
 //!   taken it down to half, not after every message.
+//! - A receiver waiting on an empty queue is woken by the first batch at
+//!   once, but lets control messages gather for up to 2 ms
+//!   ([`CONTROL_LINGER`]) before it takes them.
 //!
 //! When the sending stage is the faster one (a generator feeding a window
 //! subtask), the std channel woke it once per batch, and on a virtual
 //! machine a cross-core wake-up costs more than routing the batch did
 //! (`perf` put the receiving side's wake-ups at 14 % of its time). Now the
-//! sender refills half the queue per wake. A receiver waiting on an empty
-//! queue is still woken by the first message: nothing waits longer than
-//! with the std channel.
+//! sender refills half the queue per wake. Likewise a stage whose input
+//! is mostly watermarks (the one after a window stage, between results)
+//! was woken for each of them.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -22,6 +25,31 @@ use std::time::{Duration, Instant};
 
 /// Control messages a queue holds at most, per unit of capacity.
 const CONTROL_PER_BULK: usize = 8;
+
+/// How long a receiver waiting on an empty queue lets control messages
+/// gather before it takes them; a batch wakes it at once.
+pub const CONTROL_LINGER: Duration = Duration::from_millis(2);
+
+/// What a waiting receiver wants to be woken for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Waiting {
+    Not,
+    /// A bulk message (it wakes up by itself after [`CONTROL_LINGER`]).
+    Bulk,
+    /// Any message.
+    Any,
+}
+
+impl Waiting {
+    /// Whether a message of this kind wakes the receiver.
+    fn woken_by(self, bulk: bool) -> bool {
+        match self {
+            Waiting::Not => false,
+            Waiting::Bulk => bulk,
+            Waiting::Any => true,
+        }
+    }
+}
 
 /// A queue of at most `capacity` bulk messages (at least 1) — those for
 /// which `bulk` is true — and its ends.
@@ -33,7 +61,7 @@ pub fn bounded<T>(capacity: usize, bulk: fn(&T) -> bool) -> (Sender<T>, Receiver
             bulk_queued: 0,
             senders: 1,
             receiver: true,
-            receiver_waiting: false,
+            receiver_waiting: Waiting::Not,
             waiting: [0; 2],
         }),
         filled: Condvar::new(),
@@ -82,7 +110,7 @@ struct State<T> {
     bulk_queued: usize,
     senders: usize,
     receiver: bool,
-    receiver_waiting: bool,
+    receiver_waiting: Waiting,
     /// Senders waiting for room for a control message (0) or a bulk one
     /// (1).
     waiting: [usize; 2],
@@ -117,7 +145,7 @@ impl<T> Sender<T> {
         }
         state.queue.push_back((message, bulk));
         state.bulk_queued += usize::from(bulk);
-        let wake = state.receiver_waiting;
+        let wake = state.receiver_waiting.woken_by(bulk);
         drop(state);
         if wake {
             shared.filled.notify_one();
@@ -175,7 +203,10 @@ impl<T> Receiver<T> {
     fn recv_until(&self, timeout: Option<Duration>) -> Result<T, RecvTimeoutError> {
         let shared = &*self.0;
         let mut state = shared.lock();
-        let mut deadline = None;
+        let deadline = timeout.map(|t| Instant::now() + t);
+        // The first wait lets control messages gather; if none came, the
+        // next waits for anything.
+        let mut linger = true;
         loop {
             if let Some((message, bulk)) = state.queue.pop_front() {
                 state.bulk_queued -= usize::from(bulk);
@@ -192,27 +223,32 @@ impl<T> Receiver<T> {
             if state.senders == 0 {
                 return Err(RecvTimeoutError::Disconnected);
             }
-            state.receiver_waiting = true;
-            state = match timeout {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left.is_some_and(|left| left.is_zero()) {
+                return Err(RecvTimeoutError::Timeout);
+            }
+            let limit = if linger {
+                state.receiver_waiting = Waiting::Bulk;
+                Some(left.map_or(CONTROL_LINGER, |left| left.min(CONTROL_LINGER)))
+            } else {
+                state.receiver_waiting = Waiting::Any;
+                left
+            };
+            linger = false;
+            state = match limit {
                 None => shared
                     .filled
                     .wait(state)
                     .unwrap_or_else(PoisonError::into_inner),
-                Some(timeout) => {
-                    let deadline = *deadline.get_or_insert_with(|| Instant::now() + timeout);
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        state.receiver_waiting = false;
-                        return Err(RecvTimeoutError::Timeout);
-                    }
+                Some(limit) => {
                     shared
                         .filled
-                        .wait_timeout(state, left)
+                        .wait_timeout(state, limit)
                         .unwrap_or_else(PoisonError::into_inner)
                         .0
                 }
             };
-            state.receiver_waiting = false;
+            state.receiver_waiting = Waiting::Not;
         }
     }
 }
@@ -329,5 +365,23 @@ mod tests {
         assert_eq!(rx.recv(), Some(0));
         assert_eq!(sender.join().unwrap(), Ok(()));
         assert_eq!(std::iter::from_fn(|| rx.recv()).count(), CONTROL_PER_BULK);
+    }
+
+    #[test]
+    fn a_lingering_receiver_is_woken_by_a_batch_not_by_a_control_message() {
+        assert!(Waiting::Bulk.woken_by(true));
+        assert!(!Waiting::Bulk.woken_by(false));
+        assert!(Waiting::Any.woken_by(false));
+        assert!(!Waiting::Not.woken_by(true));
+        // A control message alone still arrives (after the linger), and
+        // the end is seen.
+        let (tx, rx) = bounded::<u32>(4, |n| n % 2 == 1);
+        let receiver = std::thread::spawn(move || std::iter::from_fn(|| rx.recv()).collect());
+        tx.send(2).unwrap();
+        std::thread::sleep(CONTROL_LINGER * 3);
+        tx.send(1).unwrap();
+        drop(tx);
+        let got: Vec<u32> = receiver.join().unwrap();
+        assert_eq!(got, [2, 1]);
     }
 }
