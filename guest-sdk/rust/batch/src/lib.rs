@@ -322,6 +322,7 @@ impl<'a> Cursor<'a> {
         Ok(v)
     }
 
+    #[inline(always)]
     fn take(&mut self, len: u32, what: &'static str) -> Result<&'a [u8], CursorError> {
         let end = self
             .pos
@@ -333,6 +334,10 @@ impl<'a> Cursor<'a> {
         Ok(slice)
     }
 
+    /// One event. Inlined into the loops that read batches: out of line it
+    /// returned its 56-byte result through memory, a guest's linear memory
+    /// included.
+    #[inline(always)]
     fn read_event(&mut self) -> Result<EventRef<'a>, CursorError> {
         // The fixed part in one bounds check.
         let fixed = self
