@@ -534,6 +534,27 @@ fn field_at(bytes: &[u8], at: usize) -> Result<(Field<'_>, usize), JsonError> {
     Ok((field, end))
 }
 
+/// The value that starts at `at` (after any whitespace), read as far as
+/// its end and no further: for a reader that already knows where a field's
+/// value begins (e.g. after a leading `{"name":` it compared itself).
+///
+/// ```
+/// use weir_batch::json::value_at;
+/// let row = br#"{"auction":1007,"bidder":5}"#;
+/// assert_eq!(value_at(row, 11).unwrap().raw(), b"1007");
+/// assert_eq!(value_at(br#"{"a": "x\"y"}"#, 5).unwrap().raw(), br#""x\"y""#);
+/// assert!(value_at(b"{\"a\":", 5).is_err());
+/// ```
+///
+/// # Errors
+/// No value there, or one that does not end.
+#[inline(always)]
+pub fn value_at(bytes: &[u8], at: usize) -> Result<Value<'_>, JsonError> {
+    let start = skip_whitespace(bytes, at);
+    let end = value_end(bytes, start)?;
+    Ok(Value(&bytes[start..end]))
+}
+
 /// The end of the value that starts at `start`.
 #[inline(always)]
 fn value_end(bytes: &[u8], start: usize) -> Result<usize, JsonError> {
