@@ -552,7 +552,9 @@ fn bench_json(args: &[&str]) -> Vec<serde_json::Value> {
 #[test]
 fn the_checkpoint_and_recovery_benchmarks_report_what_they_measured() {
     let bench = |args: &[&str]| {
-        bench_json(&[args, &["--events", "60000", "--checkpoint-ms", "200"]].concat())
+        // A checkpoint every 50 ms: the release build runs the 60 000
+        // events in well under 200 ms, and two rows are needed.
+        bench_json(&[args, &["--events", "60000", "--checkpoint-ms", "50"]].concat())
     };
     let rows = bench(&["checkpoint", "--backend", "memory"]);
     let kinds: Vec<&str> = rows.iter().map(|r| r["kind"].as_str().unwrap()).collect();
