@@ -1,6 +1,6 @@
 //! The bounded queue between pipeline threads.
 //!
-//! Like `std::sync::mpsc::sync_channel`, with two differences:
+//! Like `std::sync::mpsc::sync_channel`, with three differences:
 //!
 //! - Only *bulk* messages (batches) count against the capacity; control
 //!   messages (a watermark after every batch, barriers) queue behind them
