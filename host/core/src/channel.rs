@@ -203,7 +203,8 @@ impl<T> Receiver<T> {
     fn recv_until(&self, timeout: Option<Duration>) -> Result<T, RecvTimeoutError> {
         let shared = &*self.0;
         let mut state = shared.lock();
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // Read the clock only once there is nothing to take.
+        let mut deadline = None;
         // The first wait lets control messages gather; if none came, the
         // next waits for anything.
         let mut linger = true;
@@ -223,7 +224,10 @@ impl<T> Receiver<T> {
             if state.senders == 0 {
                 return Err(RecvTimeoutError::Disconnected);
             }
-            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let left = timeout.map(|t| {
+                let deadline = *deadline.get_or_insert_with(|| Instant::now() + t);
+                deadline.saturating_duration_since(Instant::now())
+            });
             if left.is_some_and(|left| left.is_zero()) {
                 return Err(RecvTimeoutError::Timeout);
             }

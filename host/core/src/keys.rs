@@ -91,8 +91,9 @@ impl fmt::Display for KeySelector {
 /// building the object (with [`weir_batch::json`], which guests use too):
 /// strings give their (unescaped) text, anything else its JSON text.
 ///
-/// It scans only as far as the field, so it runs once per event on the
-/// routing path at the cost of a few comparisons for a leading field. The
+/// It scans only as far as the field, so it runs once per event where
+/// `key_by` is applied (the router, or a lone window subtask) at the cost
+/// of a few comparisons for a leading field. The
 /// rest of the object is not checked: sources check that each line is JSON
 /// before it gets here (see `source::jsonl`), and the operator that reads
 /// the value parses it anyway.

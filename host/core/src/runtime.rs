@@ -17,8 +17,12 @@
 //!   subtask's watermark is the minimum over its active inputs, and it
 //!   fires its windows when that advances. The end of bounded input is the
 //!   watermark [`END_OF_TIME`], which fires everything.
-//! - Each channel holds at most `queue_batches` messages, so a slow sink
-//!   slows everything before it (backpressure) instead of growing memory.
+//! - Each channel (`crate::channel`) holds at most `queue_batches`
+//!   batches, so a slow sink slows everything before it (backpressure)
+//!   instead of growing memory. Watermarks and barriers queue beside them.
+//! - Into a window stage, keys do not travel in the events: with one
+//!   subtask it applies `key_by` itself, with several the router sends
+//!   them beside the batch (`keys::EventKeys`).
 //!   Every sink gets every result.
 //! - The run ends when every source has ended and everything in flight has
 //!   reached the sinks, or at the first error; after an error everything
@@ -961,8 +965,9 @@ impl Router {
             let keys = Keys::Select(key_by.clone());
             return self.deliver(0, Message::Batch(batch, keys));
         }
-        // Room for each target's share plus its events' keys (a quarter
-        // more): outgrowing the buffer would copy the whole batch again.
+        // Room for each target's share, plus a quarter for keys written
+        // into the events (and an uneven split): outgrowing the buffer
+        // would copy the whole batch again.
         let share = batch.bytes.len() / n;
         let mut writers: Vec<BatchWriter> = (0..n)
             .map(|_| BatchWriter::with_capacity(share + share / 4 + 64))
