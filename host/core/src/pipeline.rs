@@ -116,6 +116,13 @@ pub struct PipelineSettings {
     /// Caps how fast each source is read (events per second): replaying a
     /// file or a generator at a realistic pace. Unlimited when absent.
     pub max_events_per_second: Option<u64>,
+    /// Runs the first stage on its source's thread when nothing needs a
+    /// channel between them: one source, one subtask, a window or a chain
+    /// of stateless operators (as Flink chains operators). Batches then
+    /// stay in the cache of the core that wrote them, and no thread waits
+    /// on another. `false` gives the stage a thread of its own, to use a
+    /// second core at the cost of more CPU time per event.
+    pub chaining: bool,
 }
 
 impl Default for PipelineSettings {
@@ -127,6 +134,7 @@ impl Default for PipelineSettings {
             queue_batches: 4,
             max_parallelism: DEFAULT_MAX_PARALLELISM,
             max_events_per_second: None,
+            chaining: true,
         }
     }
 }
@@ -579,6 +587,10 @@ mod tests {
             }]
         );
         assert!(file.operator.is_empty());
+        assert!(file.pipeline.chaining);
+        let unchained = format!("[pipeline]\nchaining = false\n{MINIMAL}");
+        let file = PipelineFile::parse("p.toml", &unchained).unwrap();
+        assert!(!file.pipeline.chaining);
     }
 
     #[test]

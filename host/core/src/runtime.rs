@@ -20,6 +20,10 @@
 //! - Each channel (`crate::channel`) holds at most `queue_batches`
 //!   batches, so a slow sink slows everything before it (backpressure)
 //!   instead of growing memory. Watermarks and barriers queue beside them.
+//! - One source feeding the one subtask of a first stage that can take
+//!   its batches as they are (a window, or stateless operators without
+//!   `key_by`) runs that subtask itself, on its own thread
+//!   ([`Downstream::Chained`]; `PipelineSettings::chaining`).
 //! - Into a window stage, keys do not travel in the events: with one
 //!   subtask it applies `key_by` itself, with several the router sends
 //!   them beside the batch (`keys::EventKeys`).
@@ -98,6 +102,18 @@ impl Stage {
         Stage {
             key_by: None,
             subtasks: vec![Task::Chain(operators)],
+        }
+    }
+
+    /// Whether this stage can run on the thread of a lone source before
+    /// it: one subtask that needs no events rewritten on the way (a window
+    /// applies `key_by` itself) and no wall-clock ticks (a keyed process
+    /// operator has processing-time timers).
+    fn can_chain(&self) -> bool {
+        match self.subtasks.as_slice() {
+            [Task::Window(_)] => true,
+            [Task::Chain(_)] => self.key_by.is_none(),
+            _ => false,
         }
     }
 }
@@ -452,15 +468,16 @@ impl Pipeline {
             upstream_counts.push(stage.subtasks.len());
         }
         let mut task_index = total_tasks;
+        // The first stage, when it runs on its source's thread.
+        let mut chained: Option<Chained> = None;
+        let single_source = self.sources.len() == 1;
         for (index, stage) in self.stages.into_iter().enumerate().rev() {
             let inputs = upstream_counts[index];
             let windows = stage.subtasks.iter().all(|t| matches!(t, Task::Window(_)));
+            let chain = self.settings.chaining && index == 0 && single_source && stage.can_chain();
             let mut senders = Vec::new();
             task_index -= stage.subtasks.len();
             for (subtask, task) in stage.subtasks.into_iter().enumerate() {
-                let (tx, rx) =
-                    channel::bounded::<Envelope>(queue, |(_, m)| matches!(m, Message::Batch(..)));
-                senders.push(tx);
                 let out = match &downstream {
                     Some((targets, key_by, windows)) => Downstream::Stage(Router::new(
                         targets.clone(),
@@ -485,9 +502,18 @@ impl Pipeline {
                             subtask,
                             acks: acks.clone(),
                         });
-                task_threads.push(std::thread::spawn(move || {
-                    run_task(task, inputs, &rx, out, &late, &errors, checkpoint.as_ref());
-                }));
+                let subtask = Subtask::new(task, inputs, out, late, checkpoint);
+                if chain {
+                    chained = Some(Chained {
+                        subtask,
+                        key_by: stage.key_by.clone().map(Arc::new),
+                    });
+                    continue;
+                }
+                let (tx, rx) =
+                    channel::bounded::<Envelope>(queue, |(_, m)| matches!(m, Message::Batch(..)));
+                senders.push(tx);
+                task_threads.push(std::thread::spawn(move || run_task(subtask, &rx, &errors)));
             }
             downstream = Some((senders, stage.key_by, windows));
         }
@@ -496,15 +522,18 @@ impl Pipeline {
             .into_iter()
             .enumerate()
             .map(|(index, source)| {
-                let out = match &downstream {
-                    Some((targets, key_by, windows)) => Downstream::Stage(Router::new(
-                        targets.clone(),
-                        index,
-                        key_by.clone(),
-                        *windows,
-                        max_parallelism,
-                    )),
-                    None => Downstream::Sinks(results.with_input(index)),
+                let out = match (chained.take(), &downstream) {
+                    (Some(chained), _) => Downstream::Chained(Box::new(chained)),
+                    (None, downstream) => match downstream {
+                        Some((targets, key_by, windows)) => Downstream::Stage(Router::new(
+                            targets.clone(),
+                            index,
+                            key_by.clone(),
+                            *windows,
+                            max_parallelism,
+                        )),
+                        None => Downstream::Sinks(results.with_input(index)),
+                    },
                 };
                 let errors = errors.clone();
                 let progress = progress.clone();
@@ -633,8 +662,8 @@ fn run_source(
                     },
                 };
                 let _ = cp.acks.send(ack);
-                if out.broadcast(|| Message::Barrier(wanted)).is_err() {
-                    return;
+                if let Err(stop) = out.broadcast(|| Message::Barrier(wanted)) {
+                    return stopped(errors, stop);
                 }
                 if cp.triggers.savepoint.load(Ordering::SeqCst) == wanted {
                     return; // stop with savepoint: nothing after the barrier
@@ -667,7 +696,9 @@ fn run_source(
                         record,
                     });
                 }
-                let _ = out.broadcast(|| Message::Watermark(END_OF_TIME));
+                if let Err(stop) = out.broadcast(|| Message::Watermark(END_OF_TIME)) {
+                    stopped(errors, stop);
+                }
                 return;
             }
             Err(e) => return record(errors, e.into()),
@@ -675,8 +706,8 @@ fn run_source(
         if batch.len == 0 {
             if idle_after.is_some_and(|after| !idle && last_event.elapsed() >= after) {
                 idle = true;
-                if out.broadcast(|| Message::Idle).is_err() {
-                    return;
+                if let Err(stop) = out.broadcast(|| Message::Idle) {
+                    return stopped(errors, stop);
                 }
             }
             continue;
@@ -692,19 +723,25 @@ fn run_source(
         }
         let len = batch.len as u64;
         read += len;
-        match out.send(batch) {
-            Ok(()) => {}
-            Err(Stop::Closed) => return, // downstream stopped: its error is recorded
-            Err(Stop::Failed(e)) => return record(errors, e),
+        if let Err(stop) = out.send(batch) {
+            return stopped(errors, stop);
         }
         progress.events_in.fetch_add(len, Ordering::Relaxed);
         let watermark = generator.watermark();
         if watermark > sent_watermark {
             sent_watermark = watermark;
-            if out.broadcast(|| Message::Watermark(watermark)).is_err() {
-                return;
+            if let Err(stop) = out.broadcast(|| Message::Watermark(watermark)) {
+                return stopped(errors, stop);
             }
         }
+    }
+}
+
+/// Records why a source stopped sending: a chained subtask's failure. A
+/// closed downstream stopped on an error of its own, recorded there.
+fn stopped(errors: &Errors, stop: Stop) {
+    if let Stop::Failed(e) = stop {
+        record(errors, e);
     }
 }
 
@@ -868,13 +905,33 @@ impl Results {
 /// The sending side of a task or source.
 enum Downstream {
     Stage(Router),
+    /// The next stage's only subtask, run right here (see
+    /// `PipelineSettings::chaining`).
+    Chained(Box<Chained>),
     Sinks(Results),
+}
+
+/// A subtask run on the thread of the source before it.
+struct Chained {
+    subtask: Subtask,
+    /// The stage's `key_by`, applied by its window.
+    key_by: Option<Arc<KeySelector>>,
 }
 
 impl Downstream {
     fn send(&mut self, batch: SourceBatch) -> Result<(), Stop> {
         match self {
             Downstream::Stage(router) => router.send(batch),
+            Downstream::Chained(chained) => {
+                if batch.len == 0 {
+                    return Ok(());
+                }
+                let keys = match &chained.key_by {
+                    Some(key_by) => Keys::Select(key_by.clone()),
+                    None => Keys::InEvents,
+                };
+                chained.subtask.handle(0, Message::Batch(batch, keys))
+            }
             Downstream::Sinks(results) => {
                 results.send(batch.bytes);
                 Ok(())
@@ -882,9 +939,10 @@ impl Downstream {
         }
     }
 
-    fn broadcast(&self, message: impl Fn() -> Message) -> Result<(), Stop> {
+    fn broadcast(&mut self, message: impl Fn() -> Message) -> Result<(), Stop> {
         match self {
             Downstream::Stage(router) => router.broadcast(message),
+            Downstream::Chained(chained) => chained.subtask.handle(0, message()),
             Downstream::Sinks(results) => {
                 match message() {
                     Message::Barrier(id) => results.signal(|| SinkMessage::Barrier(id)),
@@ -1066,82 +1124,108 @@ impl Router {
     }
 }
 
-fn run_task(
-    mut task: Task,
-    inputs: usize,
-    rx: &Receiver<Envelope>,
-    mut out: Downstream,
-    late: &Results,
-    errors: &Errors,
-    checkpoint: Option<&TaskCheckpoint>,
-) {
-    let mut tracker = WatermarkTracker::new(inputs);
-    let mut alignment = Alignment::new(inputs);
-    let mut replay: VecDeque<Envelope> = VecDeque::new();
-    let mut idle = false;
-    let mut results = 0u64;
-    loop {
-        let (input, message) = match replay.pop_front() {
-            Some(envelope) => envelope,
-            None => match rx.recv_timeout(HEARTBEAT) {
-                Ok(envelope) => envelope,
-                Err(RecvTimeoutError::Timeout) => {
-                    // Processing-time timers fire on the wall clock.
-                    match task.on_tick(&mut out, &mut results) {
-                        Ok(()) => continue,
-                        Err(Stop::Closed) => return,
-                        Err(Stop::Failed(e)) => return record(errors, e),
-                    }
-                }
-                Err(RecvTimeoutError::Disconnected) => return,
-            },
+/// A subtask and what it keeps between messages. It runs on a thread of
+/// its own ([`run_task`]) or, chained, on the thread of the one source
+/// that feeds it ([`Downstream::Chained`]).
+struct Subtask {
+    task: Task,
+    out: Downstream,
+    late: Results,
+    checkpoint: Option<TaskCheckpoint>,
+    tracker: WatermarkTracker,
+    alignment: Alignment<Message>,
+    idle: bool,
+    results: u64,
+}
+
+impl Subtask {
+    fn new(
+        task: Task,
+        inputs: usize,
+        out: Downstream,
+        late: Results,
+        checkpoint: Option<TaskCheckpoint>,
+    ) -> Self {
+        Subtask {
+            task,
+            out,
+            late,
+            checkpoint,
+            tracker: WatermarkTracker::new(inputs),
+            alignment: Alignment::new(inputs),
+            idle: false,
+            results: 0,
+        }
+    }
+
+    /// Handles `message` from `input`, then whatever an alignment it
+    /// completes releases.
+    fn handle(&mut self, input: usize, message: Message) -> Result<(), Stop> {
+        let mut replay = self.step(input, message)?;
+        while let Some((input, message)) = replay.pop_front() {
+            let more = self.step(input, message)?;
+            replay.extend(more);
+        }
+        Ok(())
+    }
+
+    /// Processing-time timers fire on the wall clock.
+    fn tick(&mut self) -> Result<(), Stop> {
+        self.task.on_tick(&mut self.out, &mut self.results)
+    }
+
+    /// One message; returns the messages held back until now, when it
+    /// completed an alignment.
+    fn step(&mut self, input: usize, message: Message) -> Result<VecDeque<Envelope>, Stop> {
+        let Some(message) = self.alignment.hold(input, message) else {
+            return Ok(VecDeque::new());
         };
-        let Some(message) = alignment.hold(input, message) else {
-            continue;
-        };
+        let (out, late, results) = (&mut self.out, &self.late, &mut self.results);
         let mut aligned = false;
-        let step = match message {
+        match message {
             Message::Batch(batch, keys) => {
                 // An idle input that sends again is active, but a batch
                 // never advances the watermark.
-                let _ = tracker.set_idle(input, false);
-                idle = false;
-                task.on_batch(batch, &keys, &mut out, late, &mut results)
+                let _ = self.tracker.set_idle(input, false);
+                self.idle = false;
+                self.task.on_batch(batch, &keys, out, late, results)?;
             }
             Message::Watermark(w) => {
-                aligned = w == END_OF_TIME && alignment.end(input);
-                match tracker.update(input, w) {
-                    Some(w) => task.on_watermark(w, &mut out, late, &mut results),
-                    None => Ok(()),
+                aligned = w == END_OF_TIME && self.alignment.end(input);
+                if let Some(w) = self.tracker.update(input, w) {
+                    self.task.on_watermark(w, out, late, results)?;
                 }
             }
-            Message::Idle => match tracker.set_idle(input, true) {
-                Some(w) => task.on_watermark(w, &mut out, late, &mut results),
-                None => Ok(()),
-            },
-            Message::Barrier(id) => {
-                aligned = alignment.barrier(input, id);
-                Ok(())
+            Message::Idle => {
+                if let Some(w) = self.tracker.set_idle(input, true) {
+                    self.task.on_watermark(w, out, late, results)?;
+                }
             }
+            Message::Barrier(id) => aligned = self.alignment.barrier(input, id),
+        }
+        let mut held = VecDeque::new();
+        if aligned {
+            let id;
+            (id, held) = self.alignment.release();
+            self.task.snapshot(id, self.checkpoint.as_ref());
+            self.late.signal_late(SinkMessage::Barrier(id));
+            self.out.broadcast(|| Message::Barrier(id))?;
+        }
+        if self.tracker.all_idle() && !self.idle {
+            self.idle = true;
+            self.out.broadcast(|| Message::Idle)?;
+        }
+        Ok(held)
+    }
+}
+
+fn run_task(mut subtask: Subtask, rx: &Receiver<Envelope>, errors: &Errors) {
+    loop {
+        let step = match rx.recv_timeout(HEARTBEAT) {
+            Ok((input, message)) => subtask.handle(input, message),
+            Err(RecvTimeoutError::Timeout) => subtask.tick(),
+            Err(RecvTimeoutError::Disconnected) => return,
         };
-        let step = step.and_then(|()| {
-            if !aligned {
-                return Ok(());
-            }
-            let (id, held) = alignment.release();
-            replay.extend(held);
-            task.snapshot(id, checkpoint);
-            late.signal_late(SinkMessage::Barrier(id));
-            out.broadcast(|| Message::Barrier(id))
-        });
-        let step = step.and_then(|()| {
-            if tracker.all_idle() && !idle {
-                idle = true;
-                out.broadcast(|| Message::Idle)
-            } else {
-                Ok(())
-            }
-        });
         match step {
             Ok(()) => {}
             Err(Stop::Closed) => return,
@@ -1539,6 +1623,113 @@ mod tests {
         (pipeline, out)
     }
 
+    type Threads = Arc<Mutex<Vec<std::thread::ThreadId>>>;
+
+    /// Passes batches through, noting the thread it runs on.
+    struct Where(Threads);
+
+    impl Operator for Where {
+        fn name(&self) -> &str {
+            "where"
+        }
+        fn process(&mut self, batch: &[u8]) -> Result<Vec<u8>, OperatorFailure> {
+            self.0.lock().unwrap().push(std::thread::current().id());
+            Ok(batch.to_vec())
+        }
+    }
+
+    /// Input read on the thread it notes.
+    struct ReadWhere(&'static [u8], Threads);
+
+    impl std::io::Read for ReadWhere {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.1.lock().unwrap().push(std::thread::current().id());
+            self.0.read(buf)
+        }
+    }
+
+    #[test]
+    fn a_lone_source_runs_the_first_stage_on_its_thread_unless_chaining_is_off() {
+        for chaining in [true, false] {
+            let (mut p, out) = pipeline("\"a\"\n\"b\"\n\"c\"\n", b"", 2);
+            let (read_on, ran_on) = (Threads::default(), Threads::default());
+            p.settings.chaining = chaining;
+            p.sources = vec![Box::new(JsonLinesSource::new(
+                "in.jsonl".into(),
+                LineInput::reader(ReadWhere(b"\"a\"\n\"b\"\n\"c\"\n", read_on.clone())),
+                Default::default(),
+                None,
+            ))];
+            p.stages
+                .insert(0, Stage::chain(vec![Box::new(Where(ran_on.clone()))]));
+            p.run(&Arc::default()).unwrap();
+            assert_eq!(text(&out), "\"A\"\n\"B\"\n\"C\"\n", "chaining {chaining}");
+            let (read_on, ran_on) = (read_on.lock().unwrap(), ran_on.lock().unwrap());
+            assert_eq!(ran_on.len(), 2, "two batches");
+            assert!(ran_on.iter().all(|t| *t == ran_on[0]));
+            assert_eq!(
+                read_on.contains(&ran_on[0]),
+                chaining,
+                "chaining {chaining}: the operator ran on the source's thread"
+            );
+        }
+    }
+
+    /// An aggregate whose results cannot be made: it fails when a window
+    /// fires, on a watermark rather than on a batch.
+    struct FailsToFire;
+
+    impl crate::window::WindowFunction for FailsToFire {
+        fn name(&self) -> &str {
+            "fails"
+        }
+        fn kind(&self) -> crate::window::FunctionKind {
+            crate::window::FunctionKind::Aggregate
+        }
+        fn add(&mut self, accs: &[u8], _: &[u8], _: &[u32]) -> Result<Vec<u8>, OperatorFailure> {
+            let groups = weir_batch::window::Slots::new(accs).unwrap().len();
+            let mut out = weir_batch::window::SlotsWriter::new();
+            (0..groups).for_each(|_| out.push(Some(b"1")));
+            Ok(out.finish())
+        }
+        fn merge(&mut self, left: &[u8], _: &[u8]) -> Result<Vec<u8>, OperatorFailure> {
+            Ok(left.to_vec())
+        }
+        fn fire(&mut self, _: &[u8]) -> Result<Vec<u8>, OperatorFailure> {
+            Err(OperatorFailure {
+                kind: FailureKind::Reported,
+                message: "no result".into(),
+                event_index: None,
+                output_before: Vec::new(),
+            })
+        }
+    }
+
+    #[test]
+    fn a_window_failing_on_a_watermark_fails_the_run_chained_or_not() {
+        for chaining in [true, false] {
+            let (mut p, out) = pipeline("1\n2\n", b"", 10);
+            p.settings.chaining = chaining;
+            p.stages = vec![Stage {
+                key_by: None,
+                subtasks: vec![Task::Window(WindowOperator::new(
+                    crate::window::WindowSpec::Tumbling { size_ms: 10 },
+                    0,
+                    128,
+                    Box::new(FailsToFire),
+                    Box::new(crate::state::MemoryStore::default()),
+                ))],
+            }];
+            let err = p.run(&Arc::default()).unwrap_err().to_string();
+            assert!(
+                err.starts_with("operator `fails` reported an error on the timers firing")
+                    && err.ends_with("no result"),
+                "chaining {chaining}: {err}"
+            );
+            assert_eq!(text(&out), "");
+        }
+    }
+
     fn text(out: &Shared) -> String {
         String::from_utf8(out.0.lock().unwrap().clone()).unwrap()
     }
@@ -1556,13 +1747,17 @@ mod tests {
     #[test]
     fn an_operator_failure_names_the_line_and_keeps_what_came_before() {
         let input = "\"a\"\n\"b\"\n\"c\"\n\"boom\"\n\"e\"\n";
-        let (p, out) = pipeline(input, b"\"boom\"", 3);
-        let err = p.run(&Arc::default()).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "operator `upper` reported an error on in.jsonl:4: no"
-        );
-        assert_eq!(text(&out), "\"A\"\n\"B\"\n\"C\"\n");
+        // On the source's thread (chained) and on a thread of its own.
+        for chaining in [true, false] {
+            let (mut p, out) = pipeline(input, b"\"boom\"", 3);
+            p.settings.chaining = chaining;
+            let err = p.run(&Arc::default()).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "operator `upper` reported an error on in.jsonl:4: no"
+            );
+            assert_eq!(text(&out), "\"A\"\n\"B\"\n\"C\"\n");
+        }
     }
 
     #[test]
