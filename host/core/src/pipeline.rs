@@ -116,12 +116,13 @@ pub struct PipelineSettings {
     /// Caps how fast each source is read (events per second): replaying a
     /// file or a generator at a realistic pace. Unlimited when absent.
     pub max_events_per_second: Option<u64>,
-    /// Runs the first stage on its source's thread when nothing needs a
-    /// channel between them: one source, one subtask, a window or a chain
-    /// of stateless operators (as Flink chains operators). Batches then
-    /// stay in the cache of the core that wrote them, and no thread waits
-    /// on another. `false` gives the stage a thread of its own, to use a
-    /// second core at the cost of more CPU time per event.
+    /// Runs a stage on the thread of its one input (one source, or a
+    /// stage of one subtask before it) when nothing needs a channel
+    /// between them: the stage has one subtask, a window or a chain of
+    /// stateless operators without `key_by` (as Flink chains operators).
+    /// Batches then stay in the cache of the core that wrote them, and no
+    /// thread waits on another. `false` gives every stage threads of its
+    /// own, to use more cores at the cost of more CPU time per event.
     pub chaining: bool,
 }
 

@@ -20,9 +20,9 @@
 //! - Each channel (`crate::channel`) holds at most `queue_batches`
 //!   batches, so a slow sink slows everything before it (backpressure)
 //!   instead of growing memory. Watermarks and barriers queue beside them.
-//! - One source feeding the one subtask of a first stage that can take
-//!   its batches as they are (a window, or stateless operators without
-//!   `key_by`) runs that subtask itself, on its own thread
+//! - A stage of one subtask that can take its batches as they are (a
+//!   window, or stateless operators without `key_by`) and has one input
+//!   (one source, or one subtask before it) runs on that input's thread
 //!   ([`Downstream::Chained`]; `PipelineSettings::chaining`).
 //! - Into a window stage, keys do not travel in the events: with one
 //!   subtask it applies `key_by` itself, with several the router sends
@@ -105,10 +105,10 @@ impl Stage {
         }
     }
 
-    /// Whether this stage can run on the thread of a lone source before
-    /// it: one subtask that needs no events rewritten on the way (a window
-    /// applies `key_by` itself) and no wall-clock ticks (a keyed process
-    /// operator has processing-time timers).
+    /// Whether this stage can run on the thread of the one source or
+    /// subtask before it: one subtask that needs no events rewritten on
+    /// the way (a window applies `key_by` itself) and no wall-clock ticks
+    /// (a keyed process operator has processing-time timers).
     fn can_chain(&self) -> bool {
         match self.subtasks.as_slice() {
             [Task::Window(_)] => true,
@@ -468,25 +468,31 @@ impl Pipeline {
             upstream_counts.push(stage.subtasks.len());
         }
         let mut task_index = total_tasks;
-        // The first stage, when it runs on its source's thread.
+        // The stage after the one being wired, when it runs on that
+        // stage's one subtask's thread (or, for the first, its source's).
         let mut chained: Option<Chained> = None;
-        let single_source = self.sources.len() == 1;
         for (index, stage) in self.stages.into_iter().enumerate().rev() {
             let inputs = upstream_counts[index];
             let windows = stage.subtasks.iter().all(|t| matches!(t, Task::Window(_)));
-            let chain = self.settings.chaining && index == 0 && single_source && stage.can_chain();
+            let chain = self.settings.chaining && inputs == 1 && stage.can_chain();
             let mut senders = Vec::new();
             task_index -= stage.subtasks.len();
+            // Chained, the next stage has one input: this stage's only
+            // subtask.
+            let mut next = chained.take();
             for (subtask, task) in stage.subtasks.into_iter().enumerate() {
-                let out = match &downstream {
-                    Some((targets, key_by, windows)) => Downstream::Stage(Router::new(
-                        targets.clone(),
-                        subtask,
-                        key_by.clone(),
-                        *windows,
-                        max_parallelism,
-                    )),
-                    None => Downstream::Sinks(results.with_input(subtask)),
+                let out = match (next.take(), &downstream) {
+                    (Some(next), _) => Downstream::Chained(Box::new(next)),
+                    (None, downstream) => match downstream {
+                        Some((targets, key_by, windows)) => Downstream::Stage(Router::new(
+                            targets.clone(),
+                            subtask,
+                            key_by.clone(),
+                            *windows,
+                            max_parallelism,
+                        )),
+                        None => Downstream::Sinks(results.with_input(subtask)),
+                    },
                 };
                 let errors = errors.clone();
                 let late = Results {
@@ -905,13 +911,13 @@ impl Results {
 /// The sending side of a task or source.
 enum Downstream {
     Stage(Router),
-    /// The next stage's only subtask, run right here (see
-    /// `PipelineSettings::chaining`).
+    /// The next stage's only subtask, whose only input this is, run right
+    /// here (see `PipelineSettings::chaining`).
     Chained(Box<Chained>),
     Sinks(Results),
 }
 
-/// A subtask run on the thread of the source before it.
+/// A subtask run on the thread of the source or subtask before it.
 struct Chained {
     subtask: Subtask,
     /// The stage's `key_by`, applied by its window.
@@ -1126,7 +1132,7 @@ impl Router {
 
 /// A subtask and what it keeps between messages. It runs on a thread of
 /// its own ([`run_task`]) or, chained, on the thread of the one source
-/// that feeds it ([`Downstream::Chained`]).
+/// or subtask that feeds it ([`Downstream::Chained`]).
 struct Subtask {
     task: Task,
     out: Downstream,
@@ -1649,10 +1655,11 @@ mod tests {
     }
 
     #[test]
-    fn a_lone_source_runs_the_first_stage_on_its_thread_unless_chaining_is_off() {
+    fn stages_of_one_input_run_on_its_thread_unless_chaining_is_off() {
         for chaining in [true, false] {
             let (mut p, out) = pipeline("\"a\"\n\"b\"\n\"c\"\n", b"", 2);
-            let (read_on, ran_on) = (Threads::default(), Threads::default());
+            let read_on = Threads::default();
+            let ran_on = [Threads::default(), Threads::default()];
             p.settings.chaining = chaining;
             p.sources = vec![Box::new(JsonLinesSource::new(
                 "in.jsonl".into(),
@@ -1660,17 +1667,25 @@ mod tests {
                 Default::default(),
                 None,
             ))];
-            p.stages
-                .insert(0, Stage::chain(vec![Box::new(Where(ran_on.clone()))]));
+            // Source → where → where → upper → sink, each a stage.
+            for threads in ran_on.iter().rev() {
+                p.stages
+                    .insert(0, Stage::chain(vec![Box::new(Where(threads.clone()))]));
+            }
             p.run(&Arc::default()).unwrap();
             assert_eq!(text(&out), "\"A\"\n\"B\"\n\"C\"\n", "chaining {chaining}");
-            let (read_on, ran_on) = (read_on.lock().unwrap(), ran_on.lock().unwrap());
-            assert_eq!(ran_on.len(), 2, "two batches");
-            assert!(ran_on.iter().all(|t| *t == ran_on[0]));
+            let read_on = read_on.lock().unwrap();
+            let [first, second] = ran_on.map(|t| t.lock().unwrap().clone());
+            assert_eq!((first.len(), second.len()), (2, 2), "two batches each");
+            let one_thread = first.iter().chain(&second).all(|t| *t == first[0]);
             assert_eq!(
-                read_on.contains(&ran_on[0]),
+                one_thread, chaining,
+                "chaining {chaining}: both on one thread"
+            );
+            assert_eq!(
+                read_on.contains(&first[0]),
                 chaining,
-                "chaining {chaining}: the operator ran on the source's thread"
+                "chaining {chaining}: the stages ran on the source's thread"
             );
         }
     }

@@ -322,7 +322,11 @@ impl SliceCache {
         }
         let stored_until = self.stored_until;
         // A new slice will likely hold as many keys as the one before.
-        let keys = self.slices.tables.last().map_or(0, |(_, t)| t.entries.len());
+        let keys = self
+            .slices
+            .tables
+            .last()
+            .map_or(0, |(_, t)| t.entries.len());
         let table = self.slices.get_or_insert(slice, || Table {
             entries: HashTable::with_capacity(keys),
             complete: slice.end > stored_until,
