@@ -458,9 +458,7 @@ impl Pipeline {
 
         // Stages from last to first, so each knows where it sends.
         let mut task_threads = Vec::new();
-        // Each stage's senders, `key_by`, and whether it runs windows.
-        let mut downstream: Option<(Vec<channel::Sender<Envelope>>, Option<KeySelector>, bool)> =
-            None;
+        let mut downstream: Option<NextStage> = None;
         let stage_count = self.stages.len();
         let mut upstream_counts: Vec<usize> = Vec::with_capacity(stage_count);
         upstream_counts.push(self.sources.len());
@@ -481,19 +479,13 @@ impl Pipeline {
             // subtask.
             let mut next = chained.take();
             for (subtask, task) in stage.subtasks.into_iter().enumerate() {
-                let out = match (next.take(), &downstream) {
-                    (Some(next), _) => Downstream::Chained(Box::new(next)),
-                    (None, downstream) => match downstream {
-                        Some((targets, key_by, windows)) => Downstream::Stage(Router::new(
-                            targets.clone(),
-                            subtask,
-                            key_by.clone(),
-                            *windows,
-                            max_parallelism,
-                        )),
-                        None => Downstream::Sinks(results.with_input(subtask)),
-                    },
-                };
+                let out = downstream_of(
+                    next.take(),
+                    downstream.as_ref(),
+                    subtask,
+                    &results,
+                    max_parallelism,
+                );
                 let errors = errors.clone();
                 let late = Results {
                     late_input: task_index + subtask,
@@ -528,19 +520,13 @@ impl Pipeline {
             .into_iter()
             .enumerate()
             .map(|(index, source)| {
-                let out = match (chained.take(), &downstream) {
-                    (Some(chained), _) => Downstream::Chained(Box::new(chained)),
-                    (None, downstream) => match downstream {
-                        Some((targets, key_by, windows)) => Downstream::Stage(Router::new(
-                            targets.clone(),
-                            index,
-                            key_by.clone(),
-                            *windows,
-                            max_parallelism,
-                        )),
-                        None => Downstream::Sinks(results.with_input(index)),
-                    },
-                };
+                let out = downstream_of(
+                    chained.take(),
+                    downstream.as_ref(),
+                    index,
+                    &results,
+                    max_parallelism,
+                );
                 let errors = errors.clone();
                 let progress = progress.clone();
                 let pace = Pace {
@@ -613,6 +599,35 @@ impl Pipeline {
             checkpoints: report.completed,
             last_checkpoint: report.last,
         })
+    }
+}
+
+/// A stage as the stage or sources before it see it: its subtasks'
+/// senders, its `key_by`, and whether it runs windows.
+type NextStage = (Vec<channel::Sender<Envelope>>, Option<KeySelector>, bool);
+
+/// Where the subtask or source numbered `input` sends: to the next
+/// stage's one subtask, `chained` to run right there; to the subtasks of
+/// `next`; or, after the last stage, to the sinks.
+fn downstream_of(
+    chained: Option<Chained>,
+    next: Option<&NextStage>,
+    input: usize,
+    results: &Results,
+    max_parallelism: u16,
+) -> Downstream {
+    if let Some(chained) = chained {
+        return Downstream::Chained(Box::new(chained));
+    }
+    match next {
+        Some((targets, key_by, windows)) => Downstream::Stage(Router::new(
+            targets.clone(),
+            input,
+            key_by.clone(),
+            *windows,
+            max_parallelism,
+        )),
+        None => Downstream::Sinks(results.with_input(input)),
     }
 }
 
