@@ -321,7 +321,7 @@ impl SliceCache {
             return;
         }
         let stored_until = self.stored_until;
-        // A new slice will likely hold as many keys as the one before.
+        // A new slice will likely hold as many keys as the newest one.
         let keys = self
             .slices
             .tables
