@@ -1705,6 +1705,40 @@ mod tests {
         }
     }
 
+    /// Passes batches through, noting the key of each event.
+    struct KeysSeen(Arc<Mutex<Vec<Option<Vec<u8>>>>>);
+
+    impl Operator for KeysSeen {
+        fn name(&self) -> &str {
+            "keys-seen"
+        }
+        fn process(&mut self, batch: &[u8]) -> Result<Vec<u8>, OperatorFailure> {
+            let keys = Batch::new(batch)
+                .unwrap()
+                .iter()
+                .map(|e| e.key.map(<[u8]>::to_vec));
+            self.0.lock().unwrap().extend(keys);
+            Ok(batch.to_vec())
+        }
+    }
+
+    #[test]
+    fn a_keyed_stateless_stage_gets_its_keys_written_in_and_is_not_chained() {
+        let (mut p, out) = pipeline("{\"k\":\"x\"}\n{\"k\":\"y\"}\n", b"", 10);
+        let seen = Arc::default();
+        p.stages.insert(
+            0,
+            Stage {
+                key_by: Some(KeySelector::parse("k")),
+                subtasks: vec![Task::Chain(vec![Box::new(KeysSeen(Arc::clone(&seen)))])],
+            },
+        );
+        p.run(&Arc::default()).unwrap();
+        assert_eq!(text(&out), "{\"K\":\"X\"}\n{\"K\":\"Y\"}\n");
+        let seen = seen.lock().unwrap();
+        assert_eq!(*seen, [Some(b"x".to_vec()), Some(b"y".to_vec())]);
+    }
+
     /// An aggregate whose results cannot be made: it fails when a window
     /// fires, on a watermark rather than on a batch.
     struct FailsToFire;
