@@ -625,3 +625,37 @@ fn the_throughput_benchmarks_compare_like_with_like() {
         "{rows:?}"
     );
 }
+
+/// `weir bench crossing`: the same batches into the crossing fixture and
+/// back as typed records and as one flat buffer, next to the echo done
+/// natively. Every variant gives every event back (the command checks
+/// that each echo returns its batch byte for byte, and fails otherwise).
+#[test]
+fn the_crossing_benchmark_echoes_every_event_in_both_encodings() {
+    let rows = bench_json(&[
+        "crossing", "--events", "3000", "--batch", "1,256", "--rounds", "1",
+    ]);
+    let variants: Vec<(&str, u64)> = rows
+        .iter()
+        .map(|r| (r["variant"].as_str().unwrap(), r["batch"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(
+        variants,
+        [
+            ("native", 1),
+            ("flat", 1),
+            ("records", 1),
+            ("native", 256),
+            ("flat", 256),
+            ("records", 256)
+        ]
+    );
+    for row in &rows {
+        assert_eq!(row["workload"], "crossing");
+        assert_eq!(row["output_events"], 3000, "{row}");
+        assert!(
+            row["events_per_cpu_second"].as_f64().unwrap() > 0.0,
+            "{row}"
+        );
+    }
+}

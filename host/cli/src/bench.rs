@@ -6,7 +6,7 @@
 //! the batch in and out, output validation). Generation happens before the
 //! clock starts. CPU time is measured per worker thread and summed.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -14,6 +14,7 @@ use weir_batch::BatchWriter;
 use weir_core::operator::{Operator, OperatorFailure};
 use weir_core::source::BidGenerator;
 use weir_guest::Output;
+use weir_wasm::crossing::{Crossing, Encoding};
 use weir_wasm::{Limits, WasmEngine};
 
 use crate::bench_state;
@@ -32,8 +33,8 @@ pub struct BenchArgs {
     /// Pre-generated bid-shaped events per run.
     #[arg(long, default_value_t = 1_000_000)]
     events: u64,
-    /// Batch sizes, comma-separated (default: 1,16,256,4096 for q1/q2,
-    /// 1024 for tumble/q5).
+    /// Batch sizes, comma-separated (default: 1,16,256,4096 for
+    /// q1/q2/crossing, 1024 for the others).
     #[arg(long, value_delimiter = ',')]
     batch: Vec<usize>,
     /// Parallelism, comma-separated: worker threads with their own operator
@@ -79,6 +80,9 @@ enum Workload {
     Checkpoint,
     /// Time from a restart to having replayed what a crash lost.
     Recovery,
+    /// A batch into a guest and back as typed records and as one flat
+    /// buffer (the data plane's encoding), against the same echo natively.
+    Crossing,
 }
 
 impl Workload {
@@ -90,6 +94,7 @@ impl Workload {
             Workload::Q5 => "q5",
             Workload::Checkpoint => "checkpoint",
             Workload::Recovery => "recovery",
+            Workload::Crossing => "crossing",
         }
     }
 
@@ -97,7 +102,11 @@ impl Workload {
         match self {
             Workload::Tumble => Some(WindowWorkload::Tumble),
             Workload::Q5 => Some(WindowWorkload::Q5),
-            Workload::Q1 | Workload::Q2 | Workload::Checkpoint | Workload::Recovery => None,
+            Workload::Q1
+            | Workload::Q2
+            | Workload::Checkpoint
+            | Workload::Recovery
+            | Workload::Crossing => None,
         }
     }
 
@@ -107,7 +116,38 @@ impl Workload {
             Workload::Q2 => "nexmark_q2.wasm",
             Workload::Tumble | Workload::Q5 => "window_count.wasm",
             Workload::Checkpoint | Workload::Recovery => "user_sessions.wasm",
+            Workload::Crossing => "crossing.wasm",
         }
+    }
+
+    /// The variants of an operator workload, the native one first.
+    fn variants(self) -> &'static [&'static str] {
+        match self {
+            Workload::Crossing => &["native", "flat", "records"],
+            _ => &["native", "wasm"],
+        }
+    }
+
+    /// One operator instance of `variant`.
+    fn operator(
+        self,
+        variant: &str,
+        engine: &WasmEngine,
+        plugins: &Path,
+    ) -> anyhow::Result<Box<dyn Operator>> {
+        let path = plugins.join(self.plugin());
+        Ok(match (self, variant) {
+            (Workload::Crossing, "native") => Box::new(NativeEcho),
+            (Workload::Crossing, "flat") => Box::new(Crossing::new(engine, &path, Encoding::Flat)?),
+            (Workload::Crossing, _) => Box::new(Crossing::new(engine, &path, Encoding::Records)?),
+            (_, "native") => self.native()?,
+            _ => Box::new(engine.instantiate(
+                self.name(),
+                &engine.load(&path)?,
+                &[],
+                Limits::default(),
+            )?),
+        })
     }
 
     fn native(self) -> anyhow::Result<Box<dyn Operator>> {
@@ -115,9 +155,11 @@ impl Workload {
         Ok(match self {
             Workload::Q1 => Box::new(Native::new("q1", nexmark_q1::Q1::new(&config)?)),
             Workload::Q2 => Box::new(Native::new("q2", nexmark_q2::Q2::new(&config)?)),
-            Workload::Tumble | Workload::Q5 | Workload::Checkpoint | Workload::Recovery => {
-                anyhow::bail!("a whole-pipeline workload")
-            }
+            Workload::Tumble
+            | Workload::Q5
+            | Workload::Checkpoint
+            | Workload::Recovery
+            | Workload::Crossing => anyhow::bail!("not an operator of the plugins"),
         })
     }
 }
@@ -156,6 +198,24 @@ impl<O: weir_guest::Operator + Send> Operator for Native<O> {
             }
         })?;
         Ok(self.out.finish_into())
+    }
+}
+
+/// The crossing fixture's flat echo, compiled natively.
+struct NativeEcho;
+
+impl Operator for NativeEcho {
+    fn name(&self) -> &str {
+        "native"
+    }
+
+    fn process(&mut self, batch: &[u8]) -> Result<Vec<u8>, OperatorFailure> {
+        crossing::echo_flat(batch).map_err(|e| OperatorFailure {
+            kind: weir_core::operator::FailureKind::Reported,
+            message: e.to_string(),
+            event_index: None,
+            output_before: BatchWriter::new().finish(),
+        })
     }
 }
 
@@ -209,12 +269,36 @@ fn measure(operators: Vec<Box<dyn Operator>>, batches: &[Vec<u8>]) -> anyhow::Re
     Ok(total)
 }
 
-fn pregenerate(events: u64, batch: usize) -> Vec<Vec<u8>> {
+/// Bid-shaped batches. For `crossing`, each event also gets a key (its
+/// auction) and a header, so that every field of an event crosses.
+fn pregenerate(events: u64, batch: usize, workload: Workload) -> Vec<Vec<u8>> {
     let mut generator = BidGenerator::new(42, Some(events));
     let mut writer = BatchWriter::with_capacity(batch * 220);
     let mut batches = Vec::with_capacity((events as usize).div_ceil(batch));
     while generator.fill(&mut writer, batch) > 0 {
-        batches.push(writer.finish_into());
+        let bids = writer.finish_into();
+        if !matches!(workload, Workload::Crossing) {
+            batches.push(bids);
+            continue;
+        }
+        let mut keyed = BatchWriter::with_capacity(bids.len() + batch * 40);
+        for bid in weir_batch::Batch::new(&bids)
+            .into_iter()
+            .flat_map(|b| b.iter())
+        {
+            let auction = weir_batch::json::Object::new(bid.value)
+                .get("auction")
+                .ok()
+                .flatten()
+                .map_or(&[][..], |a| a.raw());
+            keyed.push(
+                bid.timestamp,
+                Some(auction),
+                bid.value,
+                &[(b"source", b"bids")],
+            );
+        }
+        batches.push(keyed.finish());
     }
     batches
 }
@@ -342,35 +426,42 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         }
         return print(&rows, args.json);
     }
-    let component = engine.load(&dir.join(args.workload.plugin()))?;
+    let variants = args.workload.variants();
     for &parallelism in &parallelisms {
         for &batch in &batches_to_run {
-            let batches = pregenerate(args.events, batch);
-            let mut native: Option<Measured> = None;
-            let mut wasm: Option<Measured> = None;
+            let batches = pregenerate(args.events, batch, args.workload);
+            let mut best: Vec<Option<Measured>> = variants.iter().map(|_| None).collect();
             for _ in 0..rounds {
-                let natives = (0..parallelism)
-                    .map(|_| args.workload.native())
-                    .collect::<anyhow::Result<Vec<_>>>()?;
-                keep_faster(&mut native, measure(natives, &batches)?)?;
-                let wasms = (0..parallelism)
-                    .map(|_| {
-                        engine
-                            .instantiate(args.workload.name(), &component, &[], Limits::default())
-                            .map(|op| Box::new(op) as Box<dyn Operator>)
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                keep_faster(&mut wasm, measure(wasms, &batches)?)?;
+                for (variant, best) in variants.iter().zip(&mut best) {
+                    let operators = (0..parallelism)
+                        .map(|_| args.workload.operator(variant, &engine, &dir))
+                        .collect::<anyhow::Result<Vec<_>>>()?;
+                    keep_faster(best, measure(operators, &batches)?)?;
+                }
             }
-            let (native, wasm) = native.zip(wasm).context("no rounds")?;
-            anyhow::ensure!(
-                native.output_events == wasm.output_events,
-                "wasm and native disagree: {} vs {} output events",
-                wasm.output_events,
-                native.output_events
-            );
-            let native_secs = native.cpu_seconds();
-            for (variant, m) in [("native", &native), ("wasm", &wasm)] {
+            if matches!(args.workload, Workload::Crossing) {
+                // An echo must give back exactly what it got.
+                for variant in variants {
+                    let mut echo = args.workload.operator(variant, &engine, &dir)?;
+                    let first = batches.first().context("no events")?;
+                    let back = echo
+                        .process(first)
+                        .map_err(|f| anyhow::anyhow!("{variant}: {}", f.message))?;
+                    anyhow::ensure!(&back == first, "the {variant} echo changed the batch");
+                }
+            }
+            let best = best
+                .into_iter()
+                .collect::<Option<Vec<Measured>>>()
+                .context("no rounds")?;
+            let native = &best[0];
+            for (variant, m) in variants.iter().zip(&best) {
+                anyhow::ensure!(
+                    m.output_events == native.output_events,
+                    "{variant} and native disagree: {} vs {} output events",
+                    m.output_events,
+                    native.output_events
+                );
                 let cpu_seconds = m.cpu_seconds();
                 rows.push(Row {
                     workload: args.workload.name(),
@@ -380,7 +471,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                     events: args.events,
                     output_events: m.output_events,
                     cpu_seconds,
-                    ratio_to_native: native_secs / cpu_seconds.max(1e-9),
+                    ratio_to_native: native.cpu_seconds() / cpu_seconds.max(1e-9),
                     window: None,
                     ratio_to_unchecked: None,
                 });

@@ -273,7 +273,7 @@ impl WasmEngine {
         self.compile(path).map(|(_, info)| info)
     }
 
-    fn compile(&self, path: &Path) -> Result<(Component, ComponentInfo), WasmError> {
+    pub(crate) fn compile(&self, path: &Path) -> Result<(Component, ComponentInfo), WasmError> {
         let bytes = std::fs::read(path).map_err(|source| WasmError::Read {
             path: path.to_path_buf(),
             source,

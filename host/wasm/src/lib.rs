@@ -29,6 +29,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod crossing;
 mod engine;
 mod guest_log;
 mod limits;

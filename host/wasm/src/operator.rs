@@ -115,6 +115,45 @@ impl WasmEngine {
     }
 }
 
+/// A store for one instance with no ambient authority: stdout and stderr
+/// become log lines tagged with `name` (stderr's handle is returned), the
+/// clocks read zero, no network; memory capped, the CPU deadline armed.
+pub(crate) fn sandboxed_store(
+    engine: &wasmtime::Engine,
+    name: Arc<str>,
+    limits: &Limits,
+) -> (Store<HostState>, GuestLog) {
+    let (stdout, stderr) = GuestLog::pair(name, limits.max_log_bytes);
+    let wasi = WasiCtxBuilder::new()
+        .stdout(stdout)
+        .stderr(stderr.clone())
+        .wall_clock(FrozenClock)
+        .monotonic_clock(FrozenClock)
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .build();
+    let state = HostState {
+        wasi,
+        table: ResourceTable::new(),
+        memory: MemoryCap {
+            cap: limits.memory_bytes,
+            refused: None,
+        },
+    };
+    let mut store = Store::new(engine, state);
+    store.limiter(|state| &mut state.memory);
+    store.epoch_deadline_trap();
+    store.set_epoch_deadline(deadline_ticks(limits));
+    (store, stderr)
+}
+
+/// The per-call CPU deadline in epoch ticks.
+pub(crate) fn deadline_ticks(limits: &Limits) -> u64 {
+    let ticks = limits.timeout.as_nanos() / EPOCH_TICK.as_nanos();
+    u64::try_from(ticks.max(1)).unwrap_or(u64::MAX)
+}
+
 /// Wall and monotonic clocks that always read zero: guests get no real time.
 struct FrozenClock;
 
@@ -158,28 +197,7 @@ impl WasmOperator {
     }
 
     fn start(&self) -> Result<Instance, String> {
-        let (stdout, stderr) = GuestLog::pair(self.name.clone(), self.limits.max_log_bytes);
-        let wasi = WasiCtxBuilder::new()
-            .stdout(stdout)
-            .stderr(stderr.clone())
-            .wall_clock(FrozenClock)
-            .monotonic_clock(FrozenClock)
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
-        let state = HostState {
-            wasi,
-            table: ResourceTable::new(),
-            memory: MemoryCap {
-                cap: self.limits.memory_bytes,
-                refused: None,
-            },
-        };
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|state| &mut state.memory);
-        store.epoch_deadline_trap();
-        store.set_epoch_deadline(self.deadline_ticks());
+        let (mut store, stderr) = sandboxed_store(&self.engine, self.name.clone(), &self.limits);
         let cannot = |e: wasmtime::Error| format!("cannot instantiate: {e:#}");
         let bindings = match &self.component.pre {
             Pre::Stateless(pre) => {
@@ -218,8 +236,7 @@ impl WasmOperator {
 
     /// The per-call CPU deadline in epoch ticks.
     fn deadline_ticks(&self) -> u64 {
-        let ticks = self.limits.timeout.as_nanos() / EPOCH_TICK.as_nanos();
-        u64::try_from(ticks.max(1)).unwrap_or(u64::MAX)
+        deadline_ticks(&self.limits)
     }
 
     /// One `process` call on the live instance; a trap drops the instance.
