@@ -58,11 +58,13 @@ pub trait StateStore: Send {
     /// The backend cannot read.
     fn scan_keys(&mut self, each: &mut dyn FnMut(&[u8])) -> Result<(), StateError>;
 
-    /// The memory this store keeps state in, when it is bounded (a hot
-    /// tier's budget); `None`: all of it is in memory anyway. An operator
-    /// caching state of its own in front of the store keeps to the same
-    /// bound.
-    fn memory_budget(&self) -> Option<usize> {
+    /// Hands up to `bytes` of this store's memory budget to a cache that
+    /// an operator keeps in front of it, and returns how much it handed
+    /// over. The store keeps to what it has left, so that the two together
+    /// stay within the one budget the pipeline set. `None`: the store is
+    /// not bounded (all its state is in memory anyway), and the cache
+    /// bounds itself.
+    fn lend_memory(&mut self, _bytes: usize) -> Option<usize> {
         None
     }
 }
@@ -273,8 +275,12 @@ impl<C: ColdStore> HotTier<C> {
 }
 
 impl<C: ColdStore> StateStore for HotTier<C> {
-    fn memory_budget(&self) -> Option<usize> {
-        Some(self.budget)
+    /// At most half the budget: the tier keeps room for the state the
+    /// cache does not hold.
+    fn lend_memory(&mut self, bytes: usize) -> Option<usize> {
+        let lent = bytes.min(self.budget / 2);
+        self.budget -= lent;
+        Some(lent)
     }
 
     fn get(&mut self, key: &[u8]) -> Result<Option<&[u8]>, StateError> {
@@ -358,5 +364,49 @@ impl<C: ColdStore> Drop for HotTier<C> {
         if let Err(e) = self.flush() {
             tracing::warn!("state not flushed to the cold tier on shutdown: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A cold tier in a hash map.
+    #[derive(Default)]
+    pub(crate) struct MapCold(std::collections::HashMap<Vec<u8>, Vec<u8>>);
+
+    impl ColdStore for MapCold {
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+            Ok(self.0.get(key).cloned())
+        }
+        fn write(&mut self, changes: &[(&[u8], Option<&[u8]>)]) -> Result<(), StateError> {
+            for (key, value) in changes {
+                match value {
+                    Some(value) => self.0.insert(key.to_vec(), value.to_vec()),
+                    None => self.0.remove(*key),
+                };
+            }
+            Ok(())
+        }
+        fn checkpoint(&mut self, _dir: &Path) -> Result<Deferred, StateError> {
+            Ok(done())
+        }
+        fn scan_keys(&self, each: &mut dyn FnMut(&[u8])) -> Result<(), StateError> {
+            self.0.keys().for_each(|key| each(key));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_hot_tier_lends_at_most_half_its_budget_and_keeps_to_the_rest() {
+        let mut tier = HotTier::new(MapCold::default(), 4000);
+        assert_eq!(tier.lend_memory(64 << 20), Some(2000));
+        assert_eq!(tier.lend_memory(500), Some(500));
+        for i in 0..1000u32 {
+            tier.put(&i.to_be_bytes(), &[7; 16]).unwrap();
+            assert!(tier.hot_bytes() <= 1500, "{} bytes", tier.hot_bytes());
+        }
+        // What left the tier is in the cold one.
+        assert_eq!(tier.get(&3u32.to_be_bytes()).unwrap(), Some(&[7; 16][..]));
     }
 }

@@ -144,14 +144,14 @@ impl WindowOperator {
         allowed_lateness_ms: u64,
         max_parallelism: u16,
         function: Box<dyn WindowFunction>,
-        store: Box<dyn StateStore>,
+        mut store: Box<dyn StateStore>,
     ) -> Self {
         let slicing = Slicing::of(&spec);
-        let budget = store
-            .memory_budget()
-            .map_or(slices::BUDGET, |b| b.min(slices::BUDGET));
-        let cache = (slicing.is_some() && function.kind() == FunctionKind::Aggregate)
-            .then(|| SliceCache::new(budget, slices::MAX_KEY));
+        // The cache's memory comes out of a bounded store's budget.
+        let cache = (slicing.is_some() && function.kind() == FunctionKind::Aggregate).then(|| {
+            let budget = store.lend_memory(slices::BUDGET).unwrap_or(slices::BUDGET);
+            SliceCache::new(budget, slices::MAX_KEY)
+        });
         WindowOperator {
             spec,
             slicing,
@@ -167,6 +167,12 @@ impl WindowOperator {
             cache,
             group_hasher: foldhash::fast::RandomState::default(),
         }
+    }
+
+    /// The slice cache's budget (`None`: no cache).
+    #[cfg(test)]
+    pub(crate) fn cache_budget(&self) -> Option<usize> {
+        self.cache.as_ref().map(SliceCache::budget)
     }
 
     /// Sets the bytes of open slices kept in memory before they are

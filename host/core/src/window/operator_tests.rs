@@ -917,7 +917,7 @@ impl crate::state::StateStore for Unbuffered {
     fn scan_keys(&mut self, each: &mut dyn FnMut(&[u8])) -> Result<(), crate::state::StateError> {
         self.0.scan_keys(each)
     }
-    fn memory_budget(&self) -> Option<usize> {
+    fn lend_memory(&mut self, _bytes: usize) -> Option<usize> {
         Some(0)
     }
 }
@@ -934,4 +934,29 @@ fn a_store_bounded_in_memory_bounds_the_slice_cache_too() {
     assert_eq!(puts.load(std::sync::atomic::Ordering::Relaxed), 4);
     let expected = run(&mut operator(spec, 0, Box::new(Count)), &events, 2, 0);
     assert_eq!(got.results, expected.results);
+}
+
+#[test]
+fn the_slice_cache_takes_its_memory_out_of_the_hot_tiers_budget() {
+    use crate::state::HotTier;
+    use crate::state::tests::MapCold;
+    let tier = || Box::new(HotTier::new(MapCold::default(), 1000));
+    let tumbling = WindowSpec::Tumbling { size_ms: 10 };
+    // The tier lends half its budget (see the state tests: it then keeps
+    // to the other half).
+    let op = WindowOperator::new(tumbling, 0, 128, Box::new(Count), tier());
+    assert_eq!(op.cache_budget(), Some(500));
+    // Sessions have no slices to cache.
+    let sessions = WindowSpec::Session { gap_ms: 10 };
+    let op = WindowOperator::new(sessions, 0, 128, Box::new(Count), tier());
+    assert_eq!(op.cache_budget(), None);
+    // An unbounded store leaves the cache its own bound.
+    let op = WindowOperator::new(
+        tumbling,
+        0,
+        128,
+        Box::new(Count),
+        Box::new(MemoryStore::default()),
+    );
+    assert_eq!(op.cache_budget(), Some(slices::BUDGET));
 }

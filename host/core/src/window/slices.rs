@@ -240,6 +240,12 @@ impl SliceCache {
         }
     }
 
+    /// The bytes it holds before it is written out.
+    #[cfg(test)]
+    pub(super) fn budget(&self) -> usize {
+        self.budget
+    }
+
     /// The hash to look `key` up with; `None` for a key too long to cache,
     /// whose state the store keeps.
     pub(super) fn hash(&self, key: Option<&[u8]>) -> Option<KeyHash> {
