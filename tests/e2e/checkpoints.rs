@@ -629,7 +629,7 @@ fn the_throughput_benchmarks_compare_like_with_like() {
 /// `weir bench crossing`: the same batches into the crossing fixture and
 /// back as typed records and as one flat buffer, next to the echo done
 /// natively. Every variant gives every event back (the command checks
-/// that each echo returns its batch byte for byte, and fails otherwise).
+/// that each echo returns the first batch byte for byte, and fails otherwise).
 #[test]
 fn the_crossing_benchmark_echoes_every_event_in_both_encodings() {
     let rows = bench_json(&[
