@@ -659,3 +659,91 @@ fn the_crossing_benchmark_echoes_every_event_in_both_encodings() {
         );
     }
 }
+
+/// `weir bench tumble --flink RUN`: the Flink peer's script runs once per
+/// round and parallelism, with the arguments the peer takes, and the WASM
+/// row is reported against its `MARGINAL` rate. A stand-in script plays
+/// the peer (Flink itself takes minutes); a failing one is a clear error.
+#[test]
+fn the_window_benchmarks_report_against_the_flink_peer() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let peer = dir.path().join("run");
+    let calls = dir.path().join("calls");
+    std::fs::write(
+        &peer,
+        format!(
+            "#!/bin/sh\necho \"$@\" >> {}\n\
+             echo \"MARGINAL flink $1 par=$2 backend=$3 ev_per_cpu_s=250000 ev_per_wall_s=1\"\n",
+            calls.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&peer, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let rows = bench_json(&[
+        "tumble",
+        "--events",
+        "30000",
+        "--parallelism",
+        "1,2",
+        "--rounds",
+        "2",
+        "--flink",
+        peer.to_str().unwrap(),
+    ]);
+    let variants: Vec<(&str, u64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["variant"].as_str().unwrap(),
+                r["parallelism"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        variants,
+        [
+            ("native", 1),
+            ("flink", 1),
+            ("wasm", 1),
+            ("flink", 2),
+            ("wasm", 2)
+        ]
+    );
+    for row in &rows {
+        match row["variant"].as_str().unwrap() {
+            "flink" => assert_eq!(row["events_per_cpu_second"], 250000.0),
+            "wasm" => {
+                let rate = row["events_per_cpu_second"].as_f64().unwrap();
+                let ratio = row["ratio_to_flink"].as_f64().unwrap();
+                assert!((ratio - rate / 250000.0).abs() < 1e-9, "{row}");
+            }
+            _ => assert!(row.get("ratio_to_flink").is_none(), "{row}"),
+        }
+    }
+    // Two rounds, two parallelisms; the rows the peer sums over.
+    let calls = std::fs::read_to_string(&calls).unwrap();
+    assert_eq!(
+        calls.lines().collect::<Vec<_>>(),
+        [
+            "tumble 1 hashmap 5000000 20000000",
+            "tumble 2 hashmap 5000000 20000000",
+            "tumble 1 hashmap 5000000 20000000",
+            "tumble 2 hashmap 5000000 20000000",
+        ]
+    );
+
+    std::fs::write(&peer, "#!/bin/sh\necho 'no java' >&2\nexit 3\n").unwrap();
+    let out = ran(weir()
+        .args(["bench", "q5", "--events", "3000", "--rounds", "1", "--flink"])
+        .arg(&peer)
+        .arg("--plugins")
+        .arg(crate::support::plugins())
+        .output()
+        .unwrap());
+    assert!(
+        !out.ok && out.stderr.contains("q5 1 hashmap") && out.stderr.contains("no java"),
+        "{}",
+        out.stderr
+    );
+}

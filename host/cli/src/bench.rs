@@ -51,6 +51,12 @@ pub struct BenchArgs {
     /// checkpoint/recovery: the interval (default 1000).
     #[arg(long)]
     checkpoint_ms: Option<u64>,
+    /// tumble/q5: also run the Flink peer benchmark — the `run` script of
+    /// `shared/peers/flink` — once per round and parallelism, alternating
+    /// with Weir's runs, and report each Weir run against it (variant
+    /// `flink`, and `ratio_to_flink` on the `wasm` rows).
+    #[arg(long, value_name = "RUN_SCRIPT")]
+    flink: Option<PathBuf>,
     /// checkpoint/recovery: distinct keys, each a window holding its events
     /// (default: --events, one event per window).
     #[arg(long)]
@@ -318,6 +324,9 @@ struct Row {
     /// `wasm+ckpt`: wall-clock throughput relative to the same run without
     /// checkpoints.
     ratio_to_unchecked: Option<f64>,
+    /// `--flink`: events per CPU-second against the Flink peer's at the
+    /// same parallelism.
+    ratio_to_flink: Option<f64>,
 }
 
 impl Row {
@@ -349,6 +358,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         parallelisms.iter().chain(&batches_to_run).all(|n| *n >= 1),
         "batch sizes and parallelism must be at least 1"
     );
+    anyhow::ensure!(
+        args.flink.is_none() || windowed.is_some(),
+        "--flink compares the tumble and q5 pipelines only"
+    );
     let engine = WasmEngine::new(WasmEngine::default_cache_dir())?;
     if state {
         return state_bench(args, &engine, &dir, &batches_to_run, &parallelisms);
@@ -358,6 +371,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     if let Some(workload) = windowed {
         for &batch in &batches_to_run {
             let mut native: Option<bench_window::Measured> = None;
+            // Per parallelism: the Flink peer's best events per CPU-second.
+            let mut flink: Vec<Option<f64>> = parallelisms.iter().map(|_| None).collect();
             // Per parallelism: the run without checkpoints, and with.
             let mut wasm: Vec<(
                 Option<bench_window::Measured>,
@@ -385,27 +400,57 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                         keep_faster(&mut best.1, run(Some(Duration::from_millis(ms)))?)?;
                     }
                 }
+                if let Some(peer) = &args.flink {
+                    for (&parallelism, best) in parallelisms.iter().zip(&mut flink) {
+                        let rate = bench_window::flink(peer, workload, parallelism)?;
+                        *best = Some(best.map_or(rate, |b| b.max(rate)));
+                    }
+                }
             }
             let native = native.context("no rounds")?;
             let native_cpu = native.cpu_seconds;
             let native_results = native.output_events;
-            let mut push =
-                |variant, parallelism, m: bench_window::Measured, unchecked: Option<f64>| {
+            let row = |variant,
+                       parallelism,
+                       m: bench_window::Measured,
+                       unchecked: Option<f64>,
+                       flink: Option<f64>| {
+                let events_per_cpu_second = args.events as f64 / m.cpu_seconds.max(1e-9);
+                Row {
+                    workload: args.workload.name(),
+                    variant,
+                    batch,
+                    parallelism,
+                    events: args.events,
+                    output_events: m.output_events,
+                    cpu_seconds: m.cpu_seconds,
+                    ratio_to_native: native_cpu / m.cpu_seconds.max(1e-9),
+                    ratio_to_unchecked: unchecked.map(|wall| wall / m.wall_seconds.max(1e-9)),
+                    ratio_to_flink: flink.map(|rate| events_per_cpu_second / rate),
+                    window: Some(m),
+                }
+            };
+            rows.push(row("native", 1, native, None, None));
+            for ((&parallelism, (unchecked, checked)), flink) in
+                parallelisms.iter().zip(wasm).zip(flink)
+            {
+                if let Some(rate) = flink {
+                    // The peer reports a rate over its marginal events.
+                    let events = bench_window::FLINK_MARGINAL_EVENTS;
                     rows.push(Row {
                         workload: args.workload.name(),
-                        variant,
+                        variant: "flink",
                         batch,
                         parallelism,
-                        events: args.events,
-                        output_events: m.output_events,
-                        cpu_seconds: m.cpu_seconds,
-                        ratio_to_native: native_cpu / m.cpu_seconds.max(1e-9),
-                        ratio_to_unchecked: unchecked.map(|wall| wall / m.wall_seconds.max(1e-9)),
-                        window: Some(m),
+                        events,
+                        output_events: 0,
+                        cpu_seconds: events as f64 / rate,
+                        ratio_to_native: rate * native_cpu / args.events as f64,
+                        ratio_to_unchecked: None,
+                        ratio_to_flink: None,
+                        window: None,
                     });
-                };
-            push("native", 1, native, None);
-            for (&parallelism, (unchecked, checked)) in parallelisms.iter().zip(wasm) {
+                }
                 let unchecked = unchecked.context("no rounds")?;
                 anyhow::ensure!(
                     unchecked.output_events == native_results,
@@ -413,14 +458,14 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                     unchecked.output_events,
                 );
                 let wall = unchecked.wall_seconds;
-                push("wasm", parallelism, unchecked, None);
+                rows.push(row("wasm", parallelism, unchecked, None, flink));
                 if let Some(checked) = checked {
                     anyhow::ensure!(
                         checked.output_events == native_results,
                         "checkpoints changed the results: {} vs {native_results}",
                         checked.output_events
                     );
-                    push("wasm+ckpt", parallelism, checked, Some(wall));
+                    rows.push(row("wasm+ckpt", parallelism, checked, Some(wall), None));
                 }
             }
         }
@@ -474,6 +519,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                     ratio_to_native: native.cpu_seconds() / cpu_seconds.max(1e-9),
                     window: None,
                     ratio_to_unchecked: None,
+                    ratio_to_flink: None,
                 });
             }
         }
@@ -602,6 +648,9 @@ fn print(rows: &[Row], json: bool) -> anyhow::Result<()> {
                 "events_per_cpu_second": row.events_per_cpu_second(),
                 "ratio_to_native": row.ratio_to_native,
             });
+            if let (Some(ratio), Some(object)) = (row.ratio_to_flink, line.as_object_mut()) {
+                object.insert("ratio_to_flink".into(), ratio.into());
+            }
             if let (Some(m), Some(object)) = (&row.window, line.as_object_mut()) {
                 object.insert("wall_seconds".into(), m.wall_seconds.into());
                 object.insert(
@@ -634,6 +683,9 @@ fn print(rows: &[Row], json: bool) -> anyhow::Result<()> {
                 row.events_per_cpu_second(),
                 row.ratio_to_native * 100.0
             );
+            if let Some(ratio) = row.ratio_to_flink {
+                println!("         {ratio:.1}× the Flink peer's events/cpu-s at this parallelism");
+            }
             if let (Some(m), Some(ratio)) = (&row.window, row.ratio_to_unchecked) {
                 println!(
                     "         {} checkpoints, longest {} ms, largest {} bytes; wall-clock throughput {:.0}% of the run without",

@@ -185,6 +185,61 @@ pub fn weir(
     Ok(measured)
 }
 
+/// The Flink peer's two runs: their difference in rows is what its
+/// reported rate is over (it removes the JVM's and the planner's start-up).
+const FLINK_ROWS: (u64, u64) = (5_000_000, 20_000_000);
+
+/// The events the Flink peer's rate is measured over.
+pub const FLINK_MARGINAL_EVENTS: u64 = FLINK_ROWS.1 - FLINK_ROWS.0;
+
+/// Runs the Flink peer benchmark (`shared/peers/flink/run`, Flink 2.3 on
+/// the same bid-shaped rows) for `workload` at `parallelism`, and returns
+/// its marginal events per CPU-second.
+///
+/// # Errors
+/// The script cannot be started, fails, or prints no `MARGINAL` line.
+pub fn flink(run: &Path, workload: WindowWorkload, parallelism: usize) -> anyhow::Result<f64> {
+    let query = match workload {
+        WindowWorkload::Tumble => "tumble",
+        WindowWorkload::Q5 => "q5",
+    };
+    let command = format!(
+        "{} {query} {parallelism} hashmap {} {}",
+        run.display(),
+        FLINK_ROWS.0,
+        FLINK_ROWS.1
+    );
+    let out = std::process::Command::new(run)
+        .args([query, &parallelism.to_string(), "hashmap"])
+        .args([FLINK_ROWS.0.to_string(), FLINK_ROWS.1.to_string()])
+        .output()
+        .map_err(|e| anyhow::anyhow!("cannot start the Flink peer `{command}`: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    anyhow::ensure!(
+        out.status.success(),
+        "the Flink peer `{command}` failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    marginal_rate(&stdout).ok_or_else(|| {
+        anyhow::anyhow!(
+            "the Flink peer `{command}` printed no `MARGINAL … ev_per_cpu_s=N` line: {}",
+            stdout.trim()
+        )
+    })
+}
+
+/// `ev_per_cpu_s` of the peer's `MARGINAL flink …` line.
+fn marginal_rate(stdout: &str) -> Option<f64> {
+    stdout
+        .lines()
+        .filter(|line| line.starts_with("MARGINAL"))
+        .flat_map(str::split_whitespace)
+        .find_map(|field| field.strip_prefix("ev_per_cpu_s="))
+        .and_then(|rate| rate.parse::<f64>().ok())
+        .filter(|rate| *rate > 0.0)
+}
+
 /// A fresh directory for a run's checkpoints.
 fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
     let dir = std::env::temp_dir().join(format!("weir-bench-checkpoints-{}", std::process::id()));
@@ -326,5 +381,19 @@ impl NativeWindows {
             }
             self.next_end = (!self.slices.is_empty()).then_some(end + self.slide);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::marginal_rate;
+
+    #[test]
+    fn the_flink_peers_rate_is_read_from_its_marginal_line() {
+        let out = "RESULT q5 rows=5000000 wall=9.1s cpu=15.2s\n\
+                   MARGINAL flink q5 par=2 backend=hashmap ev_per_cpu_s=255754 ev_per_wall_s=301234\n";
+        assert_eq!(marginal_rate(out), Some(255_754.0));
+        assert_eq!(marginal_rate("RESULT q5 rows=5 wall=1s cpu=1s"), None);
+        assert_eq!(marginal_rate("MARGINAL flink q5 ev_per_cpu_s=0"), None);
     }
 }
