@@ -587,6 +587,14 @@ fn the_checkpoint_and_recovery_benchmarks_report_what_they_measured() {
     );
 }
 
+/// Each row's variant and its number `field` (`batch`, `parallelism`),
+/// in order.
+fn variants_by<'a>(rows: &'a [serde_json::Value], field: &str) -> Vec<(&'a str, u64)> {
+    rows.iter()
+        .map(|r| (r["variant"].as_str().unwrap(), r[field].as_u64().unwrap()))
+        .collect()
+}
+
 /// `weir bench` for the operator and window workloads at a small size, two
 /// rounds: a row per variant, and the WASM side gave the native side's
 /// results (the command fails otherwise — for q5 that is the sliced
@@ -595,10 +603,7 @@ fn the_checkpoint_and_recovery_benchmarks_report_what_they_measured() {
 fn the_throughput_benchmarks_compare_like_with_like() {
     let bench = |args: &[&str]| bench_json(&[args, &["--rounds", "2"]].concat());
     let rows = bench(&["q1", "--events", "3000", "--batch", "16,256"]);
-    let variants: Vec<(&str, u64)> = rows
-        .iter()
-        .map(|r| (r["variant"].as_str().unwrap(), r["batch"].as_u64().unwrap()))
-        .collect();
+    let variants = variants_by(&rows, "batch");
     assert_eq!(
         variants,
         [("native", 16), ("wasm", 16), ("native", 256), ("wasm", 256)]
@@ -608,15 +613,7 @@ fn the_throughput_benchmarks_compare_like_with_like() {
         assert!(row["ratio_to_native"].as_f64().unwrap() > 0.0, "{row}");
     }
     let rows = bench(&["q5", "--events", "60000", "--parallelism", "1,2"]);
-    let variants: Vec<(&str, u64)> = rows
-        .iter()
-        .map(|r| {
-            (
-                r["variant"].as_str().unwrap(),
-                r["parallelism"].as_u64().unwrap(),
-            )
-        })
-        .collect();
+    let variants = variants_by(&rows, "parallelism");
     assert_eq!(variants, [("native", 1), ("wasm", 1), ("wasm", 2)]);
     let results = rows[0]["output_events"].as_u64().unwrap();
     assert!(results > 0);
@@ -635,10 +632,7 @@ fn the_crossing_benchmark_echoes_every_event_in_both_encodings() {
     let rows = bench_json(&[
         "crossing", "--events", "3000", "--batch", "1,256", "--rounds", "1",
     ]);
-    let variants: Vec<(&str, u64)> = rows
-        .iter()
-        .map(|r| (r["variant"].as_str().unwrap(), r["batch"].as_u64().unwrap()))
-        .collect();
+    let variants = variants_by(&rows, "batch");
     assert_eq!(
         variants,
         [
@@ -691,15 +685,7 @@ fn the_window_benchmarks_report_against_the_flink_peer() {
         "--flink",
         peer.to_str().unwrap(),
     ]);
-    let variants: Vec<(&str, u64)> = rows
-        .iter()
-        .map(|r| {
-            (
-                r["variant"].as_str().unwrap(),
-                r["parallelism"].as_u64().unwrap(),
-            )
-        })
-        .collect();
+    let variants = variants_by(&rows, "parallelism");
     assert_eq!(
         variants,
         [
@@ -735,7 +721,9 @@ fn the_window_benchmarks_report_against_the_flink_peer() {
 
     std::fs::write(&peer, "#!/bin/sh\necho 'no java' >&2\nexit 3\n").unwrap();
     let out = ran(weir()
-        .args(["bench", "q5", "--events", "3000", "--rounds", "1", "--flink"])
+        .args([
+            "bench", "q5", "--events", "3000", "--rounds", "1", "--flink",
+        ])
         .arg(&peer)
         .arg("--plugins")
         .arg(crate::support::plugins())
