@@ -734,4 +734,17 @@ fn the_window_benchmarks_report_against_the_flink_peer() {
         "{}",
         out.stderr
     );
+    // Only the windowed pipelines have a Flink peer.
+    let out = ran(weir()
+        .args(["bench", "q1", "--events", "10", "--flink"])
+        .arg(&peer)
+        .arg("--plugins")
+        .arg(crate::support::plugins())
+        .output()
+        .unwrap());
+    assert!(
+        !out.ok && out.stderr.contains("tumble and q5"),
+        "{}",
+        out.stderr
+    );
 }

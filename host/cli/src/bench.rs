@@ -330,6 +330,32 @@ struct Row {
 }
 
 impl Row {
+    /// A row of `events` measured in `cpu_seconds`, without the figures
+    /// only some rows have; `ratio_to_native` is set by the caller.
+    fn new(
+        workload: Workload,
+        variant: &'static str,
+        batch: usize,
+        parallelism: usize,
+        events: u64,
+        output_events: u64,
+        cpu_seconds: f64,
+    ) -> Row {
+        Row {
+            workload: workload.name(),
+            variant,
+            batch,
+            parallelism,
+            events,
+            output_events,
+            cpu_seconds,
+            ratio_to_native: 1.0,
+            window: None,
+            ratio_to_unchecked: None,
+            ratio_to_flink: None,
+        }
+    }
+
     fn events_per_cpu_second(&self) -> f64 {
         self.events as f64 / self.cpu_seconds.max(1e-9)
     }
@@ -415,19 +441,21 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                        m: bench_window::Measured,
                        unchecked: Option<f64>,
                        flink: Option<f64>| {
-                let events_per_cpu_second = args.events as f64 / m.cpu_seconds.max(1e-9);
-                Row {
-                    workload: args.workload.name(),
+                let row = Row::new(
+                    args.workload,
                     variant,
                     batch,
                     parallelism,
-                    events: args.events,
-                    output_events: m.output_events,
-                    cpu_seconds: m.cpu_seconds,
+                    args.events,
+                    m.output_events,
+                    m.cpu_seconds,
+                );
+                Row {
                     ratio_to_native: native_cpu / m.cpu_seconds.max(1e-9),
                     ratio_to_unchecked: unchecked.map(|wall| wall / m.wall_seconds.max(1e-9)),
-                    ratio_to_flink: flink.map(|rate| events_per_cpu_second / rate),
+                    ratio_to_flink: flink.map(|rate| row.events_per_cpu_second() / rate),
                     window: Some(m),
+                    ..row
                 }
             };
             rows.push(row("native", 1, native, None, None));
@@ -437,18 +465,18 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 if let Some(rate) = flink {
                     // The peer reports a rate over its marginal events.
                     let events = bench_window::FLINK_MARGINAL_EVENTS;
+                    let cpu_seconds = events as f64 / rate;
                     rows.push(Row {
-                        workload: args.workload.name(),
-                        variant: "flink",
-                        batch,
-                        parallelism,
-                        events,
-                        output_events: 0,
-                        cpu_seconds: events as f64 / rate,
                         ratio_to_native: rate * native_cpu / args.events as f64,
-                        ratio_to_unchecked: None,
-                        ratio_to_flink: None,
-                        window: None,
+                        ..Row::new(
+                            args.workload,
+                            "flink",
+                            batch,
+                            parallelism,
+                            events,
+                            0,
+                            cpu_seconds,
+                        )
                     });
                 }
                 let unchecked = unchecked.context("no rounds")?;
@@ -509,17 +537,16 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 );
                 let cpu_seconds = m.cpu_seconds();
                 rows.push(Row {
-                    workload: args.workload.name(),
-                    variant,
-                    batch,
-                    parallelism,
-                    events: args.events,
-                    output_events: m.output_events,
-                    cpu_seconds,
                     ratio_to_native: native.cpu_seconds() / cpu_seconds.max(1e-9),
-                    window: None,
-                    ratio_to_unchecked: None,
-                    ratio_to_flink: None,
+                    ..Row::new(
+                        args.workload,
+                        variant,
+                        batch,
+                        parallelism,
+                        args.events,
+                        m.output_events,
+                        cpu_seconds,
+                    )
                 });
             }
         }
