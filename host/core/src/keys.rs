@@ -168,6 +168,12 @@ impl BatchKeys {
         self.ends.is_empty()
     }
 
+    /// Empties the list, keeping its buffers.
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+    }
+
     /// The keys in event order.
     pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
         let mut start = 0;

@@ -124,6 +124,13 @@ pub struct PipelineSettings {
     /// thread waits on another. `false` gives every stage threads of its
     /// own, to use more cores at the cost of more CPU time per event.
     pub chaining: bool,
+    /// Aggregates over tumbling and sliding windows in two phases when the
+    /// stage has several subtasks: each sender folds its events into
+    /// accumulators per key and slice before they cross threads, and
+    /// each subtask merges those of its keys (Flink's local/global
+    /// aggregation). Results are the same either way; `false` sends every
+    /// event across.
+    pub local_aggregation: bool,
 }
 
 impl Default for PipelineSettings {
@@ -136,6 +143,7 @@ impl Default for PipelineSettings {
             max_parallelism: DEFAULT_MAX_PARALLELISM,
             max_events_per_second: None,
             chaining: true,
+            local_aggregation: true,
         }
     }
 }

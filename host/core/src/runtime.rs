@@ -42,6 +42,7 @@ use std::sync::mpsc::{Sender, channel};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use weir_batch::window::FiredWriter;
 use weir_batch::{Batch, BatchWriter, event_count};
 
 use crate::channel::{self, Receiver, RecvTimeoutError};
@@ -56,7 +57,7 @@ use crate::sink::{Sink, SinkError, SinkSummary};
 use crate::source::{HEARTBEAT, Origin, Positions, Source, SourceBatch, SourceError};
 use crate::state::{Deferred, StateError};
 use crate::time::{BoundedOutOfOrderness, END_OF_TIME, WatermarkSpec, WatermarkTracker};
-use crate::window::{WindowError, WindowOperator, WindowOutput};
+use crate::window::{LocalAggregate, WindowError, WindowOperator, WindowOutput};
 
 /// A pipeline ready to run.
 pub struct Pipeline {
@@ -212,6 +213,9 @@ fn record(errors: &Errors, error: RunError) {
 /// What flows between tasks, tagged with the sender's input index.
 enum Message {
     Batch(SourceBatch, Keys),
+    /// Accumulators a sender folded for a window stage, in the
+    /// fired-windows format (see `window/local.rs`).
+    Partials(Vec<u8>),
     Watermark(i64),
     /// The sender has gone idle; its next message makes it active again.
     Idle,
@@ -351,6 +355,18 @@ impl Pipeline {
         let max_parallelism = self.settings.max_parallelism;
         let late_events = Arc::new(AtomicU64::new(0));
         let total_tasks: usize = self.stages.iter().map(|s| s.subtasks.len()).sum();
+        let stage_count = self.stages.len();
+        let mut upstream_counts: Vec<usize> = Vec::with_capacity(stage_count);
+        upstream_counts.push(self.sources.len());
+        for stage in &self.stages[..stage_count.saturating_sub(1)] {
+            upstream_counts.push(stage.subtasks.len());
+        }
+        // Before any thread starts: starting them can fail.
+        let mut locals = if self.settings.local_aggregation {
+            local_aggregates(&self.stages, &upstream_counts)?
+        } else {
+            Vec::new()
+        };
         let last_inputs = self
             .stages
             .last()
@@ -459,12 +475,6 @@ impl Pipeline {
         // Stages from last to first, so each knows where it sends.
         let mut task_threads = Vec::new();
         let mut downstream: Option<NextStage> = None;
-        let stage_count = self.stages.len();
-        let mut upstream_counts: Vec<usize> = Vec::with_capacity(stage_count);
-        upstream_counts.push(self.sources.len());
-        for stage in &self.stages[..stage_count.saturating_sub(1)] {
-            upstream_counts.push(stage.subtasks.len());
-        }
         let mut task_index = total_tasks;
         // The stage after the one being wired, when it runs on that
         // stage's one subtask's thread (or, for the first, its source's).
@@ -481,7 +491,7 @@ impl Pipeline {
             for (subtask, task) in stage.subtasks.into_iter().enumerate() {
                 let out = downstream_of(
                     next.take(),
-                    downstream.as_ref(),
+                    downstream.as_mut(),
                     subtask,
                     &results,
                     max_parallelism,
@@ -509,12 +519,20 @@ impl Pipeline {
                     continue;
                 }
                 let (tx, rx) =
-                    channel::bounded::<Envelope>(queue, |(_, m)| matches!(m, Message::Batch(..)));
+                    channel::bounded::<Envelope>(queue, |(_, m)| {
+                        matches!(m, Message::Batch(..) | Message::Partials(_))
+                    });
                 senders.push(tx);
                 task_threads.push(std::thread::spawn(move || run_task(subtask, &rx, &errors)));
             }
-            downstream = Some((senders, stage.key_by, windows));
+            downstream = Some(NextStage {
+                targets: senders,
+                key_by: stage.key_by,
+                windows,
+                locals: locals.pop().unwrap_or_default(),
+            });
         }
+        let mut downstream = downstream;
         let source_threads: Vec<_> = self
             .sources
             .into_iter()
@@ -522,7 +540,7 @@ impl Pipeline {
             .map(|(index, source)| {
                 let out = downstream_of(
                     chained.take(),
-                    downstream.as_ref(),
+                    downstream.as_mut(),
                     index,
                     &results,
                     max_parallelism,
@@ -602,16 +620,53 @@ impl Pipeline {
     }
 }
 
-/// A stage as the stage or sources before it see it: its subtasks'
-/// senders, its `key_by`, and whether it runs windows.
-type NextStage = (Vec<channel::Sender<Envelope>>, Option<KeySelector>, bool);
+/// A stage as the stage or sources before it see it.
+struct NextStage {
+    /// Its subtasks' senders.
+    targets: Vec<channel::Sender<Envelope>>,
+    key_by: Option<KeySelector>,
+    /// Whether it runs windows.
+    windows: bool,
+    /// The first phase of two-phase aggregation for each sender, when the
+    /// stage takes it (empty otherwise).
+    locals: Vec<Option<LocalAggregate>>,
+}
+
+/// For each stage, taken from the last: the first phase of two-phase
+/// aggregation for each of its `inputs[stage]` senders, when it has
+/// several subtasks and its window takes one (see `window/local.rs`).
+///
+/// # Errors
+/// A copy of a window function could not be started.
+fn local_aggregates(
+    stages: &[Stage],
+    inputs: &[usize],
+) -> Result<Vec<Vec<Option<LocalAggregate>>>, RunError> {
+    let mut all = Vec::with_capacity(stages.len());
+    for (stage, inputs) in stages.iter().zip(inputs) {
+        let mut locals = Vec::new();
+        if let [Task::Window(window), _, ..] = stage.subtasks.as_slice() {
+            for _ in 0..*inputs {
+                match window.local_aggregate() {
+                    None => break,
+                    Some(Ok(local)) => locals.push(Some(local)),
+                    Some(Err(e)) => {
+                        return Err(timer_error(window.name(), e, "starting its first phase"));
+                    }
+                }
+            }
+        }
+        all.push(locals);
+    }
+    Ok(all)
+}
 
 /// Where the subtask or source numbered `input` sends: to the next
 /// stage's one subtask, `chained` to run right there; to the subtasks of
 /// `next`; or, after the last stage, to the sinks.
 fn downstream_of(
     chained: Option<Chained>,
-    next: Option<&NextStage>,
+    next: Option<&mut NextStage>,
     input: usize,
     results: &Results,
     max_parallelism: u16,
@@ -620,12 +675,13 @@ fn downstream_of(
         return Downstream::Chained(Box::new(chained));
     }
     match next {
-        Some((targets, key_by, windows)) => Downstream::Stage(Router::new(
-            targets.clone(),
+        Some(next) => Downstream::Stage(Router::new(
+            next.targets.clone(),
             input,
-            key_by.clone(),
-            *windows,
+            next.key_by.clone(),
+            next.windows,
             max_parallelism,
+            next.locals.get_mut(input).and_then(Option::take),
         )),
         None => Downstream::Sinks(results.with_input(input)),
     }
@@ -990,6 +1046,8 @@ struct Router {
     /// rather than divided out per event).
     owners: Vec<u16>,
     next: usize,
+    /// Two-phase aggregation's first phase, when the stage takes it.
+    local: Option<LocalAggregate>,
 }
 
 impl Router {
@@ -999,6 +1057,7 @@ impl Router {
         key_by: Option<KeySelector>,
         keys_beside: bool,
         max_parallelism: u16,
+        local: Option<LocalAggregate>,
     ) -> Self {
         let owners = (0..max_parallelism.max(1))
             .map(|group| subtask_for_group(group, max_parallelism, targets.len()) as u16)
@@ -1011,6 +1070,7 @@ impl Router {
             max_parallelism,
             owners,
             next: input,
+            local,
         }
     }
 
@@ -1020,9 +1080,46 @@ impl Router {
             .map_err(|_| Stop::Closed)
     }
 
-    fn broadcast(&self, message: impl Fn() -> Message) -> Result<(), Stop> {
+    /// Sends `message` to every target. Before a watermark, the first
+    /// phase sends what it closes; before a barrier or going idle,
+    /// everything it holds.
+    fn broadcast(&mut self, message: impl Fn() -> Message) -> Result<(), Stop> {
+        if self.local.is_some() {
+            match message() {
+                Message::Watermark(watermark) => {
+                    self.send_partials(watermark)?;
+                    self.local.as_mut().map(|l| l.advance(watermark));
+                }
+                Message::Barrier(_) => self.send_partials(END_OF_TIME)?,
+                Message::Idle => {
+                    self.send_partials(END_OF_TIME)?;
+                    self.local.as_mut().map(LocalAggregate::stop_folding);
+                }
+                Message::Batch(..) | Message::Partials(_) => {}
+            }
+        }
         for target in 0..self.targets.len() {
             self.deliver(target, message())?;
+        }
+        Ok(())
+    }
+
+    /// Sends each target the accumulators of its keys that the first
+    /// phase holds for slices `watermark` closes.
+    fn send_partials(&mut self, watermark: i64) -> Result<(), Stop> {
+        let Some(local) = &mut self.local else {
+            return Ok(());
+        };
+        let mut writers: Vec<FiredWriter> = self.targets.iter().map(|_| FiredWriter::new()).collect();
+        let (owners, max_parallelism) = (&self.owners, self.max_parallelism);
+        local.drain(watermark, |slice, key, acc| {
+            let owner = owners[usize::from(key_group(key, max_parallelism))];
+            writers[usize::from(owner)].push(slice.start, slice.end, Some(key), acc);
+        });
+        for (target, writer) in writers.into_iter().enumerate() {
+            if !writer.is_empty() {
+                self.deliver(target, Message::Partials(writer.finish()))?;
+            }
         }
         Ok(())
     }
@@ -1073,11 +1170,15 @@ impl Router {
         // One pass: the format is checked as the events are routed.
         let mut index = 0;
         let mut failed = None;
+        let local = &mut self.local;
         weir_batch::read_events(&batch.bytes, |event| {
             if failed.is_some() {
                 return;
             }
             match key_by.key(event.key, event.value) {
+                Ok(key) if local
+                    .as_mut()
+                    .is_some_and(|l| l.take(index, event.timestamp, &key)) => {}
                 Ok(key) => {
                     let target = if n == 1 {
                         0
@@ -1117,6 +1218,11 @@ impl Router {
         if let Some(error) = failed {
             return Err(Stop::Failed(error));
         }
+        if let Some(local) = &mut self.local {
+            local
+                .add_taken(&batch.bytes)
+                .map_err(|e| Stop::Failed(describe_window_error(local.name(), e, &batch)))?;
+        }
         if n == 1 {
             positions.push(batch.origin.positions);
         }
@@ -1140,6 +1246,9 @@ impl Router {
                 },
             };
             self.deliver(target, Message::Batch(part, keys))?;
+        }
+        if self.local.as_ref().is_some_and(LocalAggregate::over_budget) {
+            self.send_partials(END_OF_TIME)?;
         }
         Ok(())
     }
@@ -1210,6 +1319,11 @@ impl Subtask {
                 let _ = self.tracker.set_idle(input, false);
                 self.idle = false;
                 self.task.on_batch(batch, &keys, out, late, results)?;
+            }
+            Message::Partials(bytes) => {
+                let _ = self.tracker.set_idle(input, false);
+                self.idle = false;
+                self.task.on_partials(&bytes, input, out, results)?;
             }
             Message::Watermark(w) => {
                 aligned = w == END_OF_TIME && self.alignment.end(input);
@@ -1352,6 +1466,31 @@ impl Task {
                 send_results(&name, vec![output], out, results)
             }
         }
+    }
+
+    /// Accumulators a sender's first phase folded (see `window/local.rs`).
+    fn on_partials(
+        &mut self,
+        bytes: &[u8],
+        input: usize,
+        out: &mut Downstream,
+        results: &mut u64,
+    ) -> Result<(), Stop> {
+        let Task::Window(window) = self else {
+            return Err(Stop::Failed(RunError::Internal(
+                "accumulators sent to a stage without a window".into(),
+            )));
+        };
+        let name = window.name().to_string();
+        let mut fired = Vec::new();
+        window.merge_partials(bytes, &mut fired).map_err(|e| {
+            Stop::Failed(timer_error(
+                &name,
+                e,
+                &format!("the accumulators input #{input} folded"),
+            ))
+        })?;
+        send_results(&name, fired, out, results)
     }
 
     fn on_tick(&mut self, out: &mut Downstream, results: &mut u64) -> Result<(), Stop> {

@@ -437,6 +437,26 @@ impl WindowFunction for WasmOperator {
             Bindings::Stateless(_) | Bindings::Keyed(_) => Ok(Err(wrong_world("get-result"))),
         })
     }
+
+    fn fork(&self) -> Option<Result<Box<dyn WindowFunction>, OperatorFailure>> {
+        let mut copy = WasmOperator {
+            name: self.name.clone(),
+            component: self.component.clone(),
+            engine: self.engine.clone(),
+            config: self.config.clone(),
+            limits: self.limits,
+            live: None,
+        };
+        Some(match copy.instance() {
+            Ok(_) => Ok(Box::new(copy)),
+            Err(message) => Err(OperatorFailure {
+                kind: FailureKind::Trap,
+                message: format!("starting a second instance: {message}"),
+                event_index: None,
+                output_before: Vec::new(),
+            }),
+        })
+    }
 }
 
 impl KeyedFunction for WasmOperator {

@@ -7,10 +7,12 @@
 //! accumulators the host stores, or a whole-window function that gets all
 //! of a window's events when it fires.
 
+mod local;
 mod operator;
 mod slices;
 mod timers;
 
+pub(crate) use local::LocalAggregate;
 pub use operator::{WindowError, WindowOperator, WindowOutput};
 
 use serde::Deserialize;
@@ -248,6 +250,17 @@ pub trait WindowFunction: Send {
     /// # Errors
     /// The function failed.
     fn fire(&mut self, windows: &[u8]) -> Result<Vec<u8>, OperatorFailure>;
+
+    /// A second instance of the same function, with the same config, for
+    /// the sending side of two-phase aggregation (see `local.rs`). `None`
+    /// (the default): the function cannot be copied, and its stage
+    /// aggregates in one phase.
+    ///
+    /// # Errors
+    /// The copy could not be started.
+    fn fork(&self) -> Option<Result<Box<dyn WindowFunction>, OperatorFailure>> {
+        None
+    }
 }
 
 #[cfg(test)]
@@ -326,3 +339,6 @@ mod tests {
 
 #[cfg(test)]
 mod operator_tests;
+
+#[cfg(test)]
+mod two_phase_tests;

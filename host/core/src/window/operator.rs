@@ -26,9 +26,10 @@ use foldhash::HashMap;
 use hashbrown::HashTable;
 use smallvec::SmallVec;
 
-use weir_batch::window::{FiredWriter, Slots, SlotsWriter};
+use weir_batch::window::{FiredWindows, FiredWriter, Slots, SlotsWriter};
 use weir_batch::{Batch, BatchWriter, EventRef, event_count};
 
+use super::local::LocalAggregate;
 use super::slices::{self, Found, KeyHash, SliceCache};
 use super::timers::{Key, Timers, key_of};
 use super::{FunctionKind, Slicing, Window, WindowFunction, WindowSpec};
@@ -543,6 +544,110 @@ impl WindowOperator {
             refire.dedup();
             let fired = self.fire(&refire)?;
             out.results.extend(fired);
+        }
+        Ok(())
+    }
+
+    /// The first phase of two-phase aggregation for one sender to this
+    /// operator's stage, with a copy of its function (see `local.rs`).
+    /// `None` when this operator cannot take it: sessions, whole-window
+    /// functions, and functions that cannot be copied.
+    ///
+    /// # Errors
+    /// The copy of the function could not be started.
+    pub(crate) fn local_aggregate(&self) -> Option<Result<LocalAggregate, WindowError>> {
+        let slicing = self.slicing?;
+        if self.function.kind() != FunctionKind::Aggregate {
+            return None;
+        }
+        Some(match self.function.fork()? {
+            Ok(function) => Ok(LocalAggregate::new(slicing, function)),
+            Err(failure) => Err(WindowError::Function(failure)),
+        })
+    }
+
+    /// Merges accumulators a sender folded for this operator's slices
+    /// (`bytes` in the fired-windows format: slice, key, accumulator; each
+    /// (key, slice) at most once) into its state: those new here are
+    /// taken as they are, the others merged in one `merge` call after the
+    /// state held. Results of windows that re-fire are appended to
+    /// `results`.
+    ///
+    /// # Errors
+    /// The function or the state backend failed, or `bytes` is not what a
+    /// sender's first phase writes: the state is as it was before.
+    pub(crate) fn merge_partials(
+        &mut self,
+        bytes: &[u8],
+        results: &mut Vec<Vec<u8>>,
+    ) -> Result<(), WindowError> {
+        let name = self.name().to_string();
+        let partials = FiredWindows::new(bytes).map_err(|e| bad_input(&name, &e))?;
+        let slicing = match self.slicing {
+            Some(slicing) if self.function.kind() == FunctionKind::Aggregate => slicing,
+            _ => return Err(bad_input(&name, &"accumulators for a stage that takes none")),
+        };
+        // The state held before, for those that have one.
+        let (mut left, mut right) = (SlotsWriter::new(), SlotsWriter::new());
+        let mut held = Vec::new();
+        for (index, partial) in partials.iter().enumerate() {
+            let slice = Window::new(partial.start, partial.end);
+            if !slicing.is_slice(&slice) || slicing.slice_of(slice.start) != slice {
+                let problem = format!("[{}, {}) is not one of its slices", slice.start, slice.end);
+                return Err(bad_input(&name, &problem));
+            }
+            if self.is_late(&slicing.last_window(&slice)) {
+                let problem = format!(
+                    "accumulators for [{}, {}) came after the watermark passed its windows",
+                    slice.start, slice.end
+                );
+                return Err(bad_input(&name, &problem));
+            }
+            if let Some(prior) = self.load(partial.key, &slice)? {
+                left.push(Some(prior));
+                right.push(Some(partial.payload));
+                held.push(index);
+            }
+        }
+        let merged = if held.is_empty() {
+            SlotsWriter::new().finish()
+        } else {
+            self.function.merge(&left.finish(), &right.finish())?
+        };
+        let merged = Slots::new(&merged)
+            .ok()
+            .filter(|s| s.len() == held.len() && s.iter().all(|acc| acc.is_some()))
+            .ok_or_else(|| {
+                bad_output(format!(
+                    "`merge` must return {} accumulators in the slots format",
+                    held.len()
+                ))
+            })?;
+        let mut merged = merged.iter().flatten();
+        let mut held = held.into_iter().peekable();
+        let mut refire = Vec::new();
+        for (index, partial) in partials.iter().enumerate() {
+            let slice = Window::new(partial.start, partial.end);
+            let new = held.next_if_eq(&index).is_none();
+            let acc = if new {
+                partial.payload
+            } else {
+                merged.next().unwrap_or_default()
+            };
+            let hash = self.cache.as_ref().and_then(|cache| cache.hash(partial.key));
+            self.save(partial.key, &slice, hash, acc, None)?;
+            self.note_update(partial.key, slice, new, &mut refire)?;
+        }
+        if self.cache.as_ref().is_some_and(SliceCache::over_budget) {
+            self.flush_cache()?;
+            if let Some(cache) = &mut self.cache {
+                cache.evict();
+            }
+        }
+        if !refire.is_empty() {
+            refire.sort();
+            refire.dedup();
+            results.extend(self.fire(&refire)?);
         }
         Ok(())
     }

@@ -1,0 +1,254 @@
+//! Two-phase aggregation through whole pipelines: the same results and
+//! late events as one phase, at every parallelism, with the senders doing
+//! the adding.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use weir_batch::BatchWriter;
+use weir_batch::window::{FiredWindows, Slots, SlotsWriter};
+
+use super::{FunctionKind, WindowFunction, WindowOperator, WindowSpec};
+use crate::operator::OperatorFailure;
+use crate::pipeline::{JsonFields, LineFormat, PipelineSettings};
+use crate::runtime::{Pipeline, Stage, Task};
+use crate::sink::JsonLinesSink;
+use crate::source::{JsonLinesSource, LineInput};
+use crate::state::MemoryStore;
+use crate::time::WatermarkSpec;
+use crate::keys::KeySelector;
+
+/// What the instances of one pipeline's function did.
+#[derive(Default)]
+struct Calls {
+    /// Events added by the stage's subtasks…
+    subtask_adds: AtomicUsize,
+    /// …and by the senders' copies.
+    sender_adds: AtomicUsize,
+    /// Accumulators merged.
+    merges: AtomicUsize,
+}
+
+/// Counts events per window, as 8 little-endian bytes; copies itself.
+struct Count {
+    copy: bool,
+    calls: Arc<Calls>,
+}
+
+fn count_of(slot: Option<&[u8]>) -> u64 {
+    slot.map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap()))
+}
+
+impl WindowFunction for Count {
+    fn name(&self) -> &str {
+        "count"
+    }
+    fn kind(&self) -> FunctionKind {
+        FunctionKind::Aggregate
+    }
+    fn add(&mut self, accs: &[u8], _: &[u8], pairs: &[u32]) -> Result<Vec<u8>, OperatorFailure> {
+        let adds = match self.copy {
+            true => &self.calls.sender_adds,
+            false => &self.calls.subtask_adds,
+        };
+        adds.fetch_add(pairs.len() / 2, Ordering::Relaxed);
+        let mut counts: Vec<u64> = Slots::new(accs).unwrap().iter().map(count_of).collect();
+        pairs.chunks(2).for_each(|p| counts[p[1] as usize] += 1);
+        let mut out = SlotsWriter::new();
+        counts.iter().for_each(|c| out.push(Some(&c.to_le_bytes())));
+        Ok(out.finish())
+    }
+    fn merge(&mut self, left: &[u8], right: &[u8]) -> Result<Vec<u8>, OperatorFailure> {
+        let (left, right) = (Slots::new(left).unwrap(), Slots::new(right).unwrap());
+        self.calls.merges.fetch_add(left.len(), Ordering::Relaxed);
+        let mut out = SlotsWriter::new();
+        for (l, r) in left.iter().zip(right.iter()) {
+            out.push(Some(&(count_of(l) + count_of(r)).to_le_bytes()));
+        }
+        Ok(out.finish())
+    }
+    fn fire(&mut self, windows: &[u8]) -> Result<Vec<u8>, OperatorFailure> {
+        let mut out = BatchWriter::new();
+        for w in FiredWindows::new(windows).unwrap().iter() {
+            let key = String::from_utf8_lossy(w.key.unwrap_or_default());
+            let text = format!(
+                "{key}@{}..{}={}",
+                w.start,
+                w.end,
+                count_of(Some(w.payload))
+            );
+            out.push(w.end - 1, w.key, text.as_bytes(), &[]);
+        }
+        Ok(out.finish())
+    }
+    fn fork(&self) -> Option<Result<Box<dyn WindowFunction>, OperatorFailure>> {
+        Some(Ok(Box::new(Count {
+            copy: true,
+            calls: self.calls.clone(),
+        })))
+    }
+}
+
+#[derive(Clone, Default)]
+struct Shared(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Shared {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Shared {
+    fn sorted_lines(&self) -> Vec<String> {
+        let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+        let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+        lines.sort();
+        lines
+    }
+}
+
+/// What one run gave.
+struct Ran {
+    results: Vec<String>,
+    late: Vec<String>,
+    calls: Arc<Calls>,
+}
+
+/// Runs `sources` (JSON lines with `k` and `ts`) through a sliding
+/// count keyed by `k` at `parallelism`.
+fn run(sources: &[String], parallelism: usize, two_phase: bool) -> Ran {
+    let calls = Arc::new(Calls::default());
+    let (out, late) = (Shared::default(), Shared::default());
+    let fields = JsonFields {
+        time_field: Some("ts".into()),
+        ..Default::default()
+    };
+    let pipeline = Pipeline {
+        settings: PipelineSettings {
+            batch_size: 8,
+            local_aggregation: two_phase,
+            ..Default::default()
+        },
+        watermark: WatermarkSpec {
+            max_out_of_orderness_ms: 5,
+            idle_timeout_ms: None,
+        },
+        sources: sources
+            .iter()
+            .enumerate()
+            .map(|(i, text)| {
+                Box::new(JsonLinesSource::new(
+                    format!("in{i}.jsonl"),
+                    LineInput::reader(std::io::Cursor::new(text.clone().into_bytes())),
+                    fields.clone(),
+                    None,
+                )) as Box<dyn crate::source::Source>
+            })
+            .collect(),
+        stages: vec![Stage {
+            key_by: Some(KeySelector::parse("k")),
+            subtasks: (0..parallelism)
+                .map(|_| {
+                    Task::Window(WindowOperator::new(
+                        WindowSpec::Sliding {
+                            size_ms: 20,
+                            slide_ms: 10,
+                        },
+                        0,
+                        128,
+                        Box::new(Count {
+                            copy: false,
+                            calls: calls.clone(),
+                        }),
+                        Box::new(MemoryStore::default()),
+                    ))
+                })
+                .collect(),
+        }],
+        sinks: vec![Box::new(JsonLinesSink::new(
+            "out".into(),
+            out.clone(),
+            LineFormat::Value,
+        ))],
+        late: Some(Box::new(JsonLinesSink::new(
+            "late".into(),
+            late.clone(),
+            LineFormat::Value,
+        ))),
+        dead_letters: None,
+        checkpointing: None,
+    };
+    pipeline.run(&Arc::default()).unwrap();
+    Ran {
+        results: out.sorted_lines(),
+        late: late.sorted_lines(),
+        calls,
+    }
+}
+
+/// `n` events over five keys, out of order by up to 4 ms (within the
+/// watermark's 5), and every 37th 30 ms behind: late.
+fn events(n: i64, offset: i64) -> String {
+    (0..n)
+        .map(|i| {
+            let key = ["a", "b", "c", "d", "e"][(i * 7 % 5) as usize];
+            let mut ts = offset + i + (i * 13 % 9) - 4;
+            if i % 37 == 36 {
+                ts -= 30;
+            }
+            format!("{{\"k\":\"{key}\",\"ts\":{ts}}}\n")
+        })
+        .collect()
+}
+
+#[test]
+fn two_phases_give_one_phases_results_and_late_events_at_every_parallelism() {
+    let input = [events(400, 100)];
+    let one = run(&input, 1, false);
+    assert!(one.results.len() > 100, "{:?}", one.results);
+    assert_eq!(one.late.len(), 10, "{:?}", one.late);
+    for parallelism in [2, 4] {
+        for two_phase in [false, true] {
+            let ran = run(&input, parallelism, two_phase);
+            let what = format!("parallelism {parallelism}, two phases {two_phase}");
+            assert_eq!(ran.results, one.results, "{what}");
+            assert_eq!(ran.late, one.late, "{what}");
+            let (subtask, sender) = (
+                ran.calls.subtask_adds.load(Ordering::Relaxed),
+                ran.calls.sender_adds.load(Ordering::Relaxed),
+            );
+            if two_phase {
+                // The sender adds what is on time; only the events its
+                // watermark passed (the late ones, and some of the out of
+                // order: it does not know they are on time at the subtask)
+                // cross as events.
+                assert!(sender > 300 && subtask < 100, "{what}: {sender} {subtask}");
+            } else {
+                assert_eq!((sender, subtask), (0, 390), "{what}");
+            }
+        }
+    }
+}
+
+#[test]
+fn accumulators_from_several_senders_are_merged() {
+    // Two sources over the same keys and times, no late events.
+    let input = |offset| {
+        events(300, offset)
+            .lines()
+            .enumerate()
+            .filter(|(i, _)| i % 37 != 36)
+            .map(|(_, line)| format!("{line}\n"))
+            .collect::<String>()
+    };
+    let sources = [input(100), input(103)];
+    let one = run(&sources, 1, false);
+    let two = run(&sources, 2, true);
+    assert_eq!(two.results, one.results);
+    assert!(one.late.is_empty() && two.late.is_empty());
+    assert!(two.calls.merges.load(Ordering::Relaxed) > 0);
+    assert!(two.calls.sender_adds.load(Ordering::Relaxed) > 500);
+}
