@@ -518,10 +518,9 @@ impl Pipeline {
                     });
                     continue;
                 }
-                let (tx, rx) =
-                    channel::bounded::<Envelope>(queue, |(_, m)| {
-                        matches!(m, Message::Batch(..) | Message::Partials(_))
-                    });
+                let (tx, rx) = channel::bounded::<Envelope>(queue, |(_, m)| {
+                    matches!(m, Message::Batch(..) | Message::Partials(_))
+                });
                 senders.push(tx);
                 task_threads.push(std::thread::spawn(move || run_task(subtask, &rx, &errors)));
             }
@@ -1046,8 +1045,11 @@ struct Router {
     /// rather than divided out per event).
     owners: Vec<u16>,
     next: usize,
-    /// Two-phase aggregation's first phase, when the stage takes it.
+    /// Two-phase aggregation's first phase, when the stage takes it…
     local: Option<LocalAggregate>,
+    /// …and the watermark it has not sent on yet (see
+    /// [`LocalAggregate::must_send`]).
+    held: Option<i64>,
 }
 
 impl Router {
@@ -1071,6 +1073,7 @@ impl Router {
             owners,
             next: input,
             local,
+            held: None,
         }
     }
 
@@ -1088,11 +1091,24 @@ impl Router {
             match message() {
                 Message::Watermark(watermark) => {
                     self.send_partials(watermark)?;
-                    self.local.as_mut().map(|l| l.advance(watermark));
+                    let Some(local) = &mut self.local else {
+                        return Ok(());
+                    };
+                    local.advance(watermark);
+                    if !local.must_send(watermark) {
+                        self.held = Some(watermark);
+                        return Ok(());
+                    }
+                    local.sent(watermark);
+                    self.held = None;
                 }
-                Message::Barrier(_) => self.send_partials(END_OF_TIME)?,
+                Message::Barrier(_) => {
+                    self.send_partials(END_OF_TIME)?;
+                    self.send_held()?;
+                }
                 Message::Idle => {
                     self.send_partials(END_OF_TIME)?;
+                    self.send_held()?;
                     self.local.as_mut().map(LocalAggregate::stop_folding);
                 }
                 Message::Batch(..) | Message::Partials(_) => {}
@@ -1104,13 +1120,30 @@ impl Router {
         Ok(())
     }
 
+    /// Sends the watermark held back, if any: before events, which the
+    /// stage must judge late or not against the watermark that one phase
+    /// would have given it.
+    fn send_held(&mut self) -> Result<(), Stop> {
+        let Some(watermark) = self.held.take() else {
+            return Ok(());
+        };
+        if let Some(local) = &mut self.local {
+            local.sent(watermark);
+        }
+        for target in 0..self.targets.len() {
+            self.deliver(target, Message::Watermark(watermark))?;
+        }
+        Ok(())
+    }
+
     /// Sends each target the accumulators of its keys that the first
     /// phase holds for slices `watermark` closes.
     fn send_partials(&mut self, watermark: i64) -> Result<(), Stop> {
         let Some(local) = &mut self.local else {
             return Ok(());
         };
-        let mut writers: Vec<FiredWriter> = self.targets.iter().map(|_| FiredWriter::new()).collect();
+        let mut writers: Vec<FiredWriter> =
+            self.targets.iter().map(|_| FiredWriter::new()).collect();
         let (owners, max_parallelism) = (&self.owners, self.max_parallelism);
         local.drain(watermark, |slice, key, acc| {
             let owner = owners[usize::from(key_group(key, max_parallelism))];
@@ -1143,11 +1176,11 @@ impl Router {
         }
         // Room for each target's share, plus a quarter for keys written
         // into the events (and an uneven split): outgrowing the buffer
-        // would copy the whole batch again.
+        // would copy the whole batch again. Made at a target's first
+        // event: with two-phase aggregation most batches send none.
         let share = batch.bytes.len() / n;
-        let mut writers: Vec<BatchWriter> = (0..n)
-            .map(|_| BatchWriter::with_capacity(share + share / 4 + 64))
-            .collect();
+        let room = share + share / 4 + 64;
+        let mut writers: Vec<Option<BatchWriter>> = (0..n).map(|_| None).collect();
         let mut beside: Vec<BatchKeys> = if self.keys_beside {
             let share = batch.len / n;
             (0..n)
@@ -1176,9 +1209,10 @@ impl Router {
                 return;
             }
             match key_by.key(event.key, event.value) {
-                Ok(key) if local
-                    .as_mut()
-                    .is_some_and(|l| l.take(index, event.timestamp, &key)) => {}
+                Ok(key)
+                    if local
+                        .as_mut()
+                        .is_some_and(|l| l.take(index, event.timestamp, &key)) => {}
                 Ok(key) => {
                     let target = if n == 1 {
                         0
@@ -1196,7 +1230,9 @@ impl Router {
                     } else {
                         Some(&*key)
                     };
-                    writers[target].push_raw_headers(
+                    let writer =
+                        writers[target].get_or_insert_with(|| BatchWriter::with_capacity(room));
+                    writer.push_raw_headers(
                         event.timestamp,
                         in_event,
                         event.value,
@@ -1226,15 +1262,18 @@ impl Router {
         if n == 1 {
             positions.push(batch.origin.positions);
         }
+        if writers.iter().flatten().any(|w| !w.is_empty()) {
+            self.send_held()?;
+        }
         let mut beside = beside.into_iter();
         for (target, (writer, positions)) in writers.into_iter().zip(positions).enumerate() {
             let keys = match beside.next() {
                 Some(keys) => Keys::Beside(keys),
                 None => Keys::InEvents,
             };
-            if writer.is_empty() {
+            let Some(writer) = writer.filter(|w| !w.is_empty()) else {
                 continue;
-            }
+            };
             let len = writer.len();
             let part = SourceBatch {
                 bytes: writer.finish(),

@@ -22,11 +22,12 @@
 //! holds and stops folding for good: while it is idle, the stage's
 //! watermark moves without it, and only the subtask can tell what is late.
 
-use foldhash::HashMap;
+use hashbrown::HashTable;
 use weir_batch::window::{Slots, SlotsWriter};
 
+use super::slices::{self, KeyHash, SliceCache};
 use super::{Slicing, Window, WindowError, WindowFunction};
-use crate::keys::BatchKeys;
+use crate::keys::{BatchKeys, same_key};
 use crate::operator::{FailureKind, OperatorFailure};
 use crate::time::BEFORE_TIME;
 
@@ -34,23 +35,26 @@ use crate::time::BEFORE_TIME;
 /// early (each is on time, so early is only less folding).
 const BUDGET: usize = 16 << 20;
 
-/// What a map entry costs besides its key and accumulator bytes, about.
-const ENTRY_OVERHEAD: usize = 48;
+/// How many groups ahead of the one looked up the tables are prefetched
+/// (as the window operator does).
+const PREFETCH_AHEAD: usize = 8;
 
 /// One sender's first phase for one window stage.
 pub struct LocalAggregate {
     slicing: Slicing,
     function: Box<dyn WindowFunction>,
-    /// Open slices in time order, each with its keys' accumulators.
-    open: Vec<(Window, HashMap<Box<[u8]>, Vec<u8>>)>,
-    /// Bytes held in `open`, about.
-    held: usize,
-    /// The last watermark the sender sent.
+    /// Open slices' accumulators, in the window operator's tables; never
+    /// written to a store (everything is sent on instead).
+    open: SliceCache,
+    /// The last watermark the sender sent…
     watermark: i64,
+    /// …and the last one that reached the stage (see [`Self::must_send`]).
+    sent: i64,
     /// Set once the sender went idle: events go on as events.
     passing: bool,
-    /// The events of the batch at hand taken so far: index and slice…
-    taken: Vec<(u32, Window)>,
+    /// The events of the batch at hand taken so far: index, slice and
+    /// key hash…
+    taken: Vec<(u32, Window, KeyHash)>,
     /// …and key.
     keys: BatchKeys,
 }
@@ -60,9 +64,9 @@ impl LocalAggregate {
         LocalAggregate {
             slicing,
             function,
-            open: Vec::new(),
-            held: 0,
+            open: SliceCache::new(BUDGET, slices::MAX_KEY),
             watermark: BEFORE_TIME,
+            sent: BEFORE_TIME,
             passing: false,
             taken: Vec::new(),
             keys: BatchKeys::default(),
@@ -82,10 +86,10 @@ impl LocalAggregate {
         if self.passing || slice.max_timestamp() <= self.watermark {
             return false;
         }
-        let Ok(index) = u32::try_from(index) else {
+        let (Ok(index), Some(hash)) = (u32::try_from(index), self.open.hash(Some(key))) else {
             return false;
         };
-        self.taken.push((index, slice));
+        self.taken.push((index, slice, hash));
         self.keys.push(key);
         true
     }
@@ -112,103 +116,102 @@ impl LocalAggregate {
     fn add(
         &mut self,
         bytes: &[u8],
-        taken: &[(u32, Window)],
+        taken: &[(u32, Window, KeyHash)],
         keys: &BatchKeys,
     ) -> Result<(), WindowError> {
         if taken.is_empty() {
             return Ok(());
         }
-        // Group the events by (slice, key).
-        let mut index_of: HashMap<(i64, &[u8]), u32> = HashMap::default();
-        index_of.reserve(taken.len());
-        let mut groups: Vec<(Window, &[u8])> = Vec::with_capacity(taken.len());
+        // Group the events by (key, slice), as the window operator does.
+        let mut index_of: HashTable<u32> = HashTable::with_capacity(taken.len());
+        let mut groups: Vec<(&[u8], Window, KeyHash, u64)> = Vec::with_capacity(taken.len());
         let mut assignments: Vec<u32> = Vec::with_capacity(taken.len() * 2);
-        for ((event, slice), key) in taken.iter().zip(keys.iter()) {
-            let group = *index_of.entry((slice.start, key)).or_insert_with(|| {
-                groups.push((*slice, key));
-                (groups.len() - 1) as u32
-            });
-            assignments.extend_from_slice(&[*event, group]);
+        for (&(event, slice, hash), key) in taken.iter().zip(keys.iter()) {
+            let group_hash = hash.with(&slice);
+            let group = match index_of.find(group_hash, |g| {
+                let (k, s, _, _) = groups[*g as usize];
+                s == slice && same_key(Some(k), Some(key))
+            }) {
+                Some(group) => *group,
+                None => {
+                    let group = groups.len() as u32;
+                    groups.push((key, slice, hash, group_hash));
+                    index_of.insert_unique(group_hash, group, |g| groups[*g as usize].3);
+                    group
+                }
+            };
+            assignments.extend_from_slice(&[event, group]);
         }
         let mut slots = SlotsWriter::with_capacity(groups.len() * 16);
-        for (slice, key) in &groups {
-            let held = self
-                .open
-                .iter()
-                .find(|(open, _)| open == slice)
-                .and_then(|(_, accs)| accs.get(*key));
-            slots.push(held.map(Vec::as_slice));
+        let mut found = Vec::with_capacity(groups.len());
+        for (index, (key, slice, hash, _)) in groups.iter().enumerate() {
+            if let Some((_, slice, hash, _)) = groups.get(index + PREFETCH_AHEAD) {
+                self.open.prefetch(slice, *hash);
+            }
+            let held = self.open.get(slice, Some(key), *hash);
+            slots.push(held.map(|(acc, _)| acc));
+            found.push(held.map(|(_, at)| at));
         }
         let updated = self.function.add(&slots.finish(), bytes, &assignments)?;
         let updated = Slots::new(&updated)
             .ok()
-            .filter(|s| s.len() == groups.len())
+            .filter(|s| s.len() == groups.len() && s.iter().all(|acc| acc.is_some()))
             .ok_or_else(|| {
                 malformed(format!(
                     "`add` must return {} accumulators in the slots format",
                     groups.len()
                 ))
             })?;
-        for ((slice, key), acc) in groups.iter().zip(updated.iter()) {
-            let acc = acc.ok_or_else(|| malformed("`add` returned an empty slot".into()))?;
-            let accs = self.slice_mut(*slice);
-            let (added, removed) = match accs.get_mut(*key) {
-                Some(held) => {
-                    let removed = held.len();
-                    held.clear();
-                    held.extend_from_slice(acc);
-                    (acc.len(), removed)
-                }
-                None => {
-                    accs.insert((*key).into(), acc.to_vec());
-                    (key.len() + acc.len() + ENTRY_OVERHEAD, 0)
-                }
-            };
-            self.held = (self.held + added).saturating_sub(removed);
+        // Updates where the lookups found them first; then the new
+        // entries, whose inserts would move the others.
+        let mut fresh = Vec::new();
+        for ((group, acc), at) in groups.iter().zip(updated.iter().flatten()).zip(&found) {
+            let (key, slice, hash, _) = group;
+            match at {
+                Some(at) => self.open.put(slice, Some(key), *hash, acc, true, Some(*at)),
+                None => fresh.push((group, acc)),
+            }
+        }
+        for ((key, slice, hash, _), acc) in fresh {
+            self.open.put(slice, Some(key), *hash, acc, true, None);
         }
         Ok(())
-    }
-
-    /// The accumulators of `slice`, opened if new.
-    fn slice_mut(&mut self, slice: Window) -> &mut HashMap<Box<[u8]>, Vec<u8>> {
-        let at = match self.open.binary_search_by_key(&slice, |(open, _)| *open) {
-            Ok(at) => at,
-            Err(at) => {
-                self.open.insert(at, (slice, HashMap::default()));
-                at
-            }
-        };
-        &mut self.open[at].1
     }
 
     /// Hands `each` the slice, key and accumulator of everything held for
     /// slices that end at or before `watermark` (all of it at the end of
     /// time), and forgets them.
     pub fn drain(&mut self, watermark: i64, mut each: impl FnMut(&Window, &[u8], &[u8])) {
-        let closed = self
-            .open
-            .iter()
-            .take_while(|(slice, _)| slice.max_timestamp() <= watermark)
-            .count();
-        for (slice, accs) in self.open.drain(..closed) {
-            for (key, acc) in &accs {
-                self.held = self
-                    .held
-                    .saturating_sub(key.len() + acc.len() + ENTRY_OVERHEAD);
-                each(&slice, key, acc);
-            }
-        }
+        self.open.drain_until(watermark, |slice, key, acc| {
+            each(slice, key.unwrap_or_default(), acc)
+        });
     }
 
     /// Whether the sender should send everything it holds now.
     pub fn over_budget(&self) -> bool {
-        self.held > BUDGET
+        self.open.over_budget()
     }
 
     /// Notes the watermark the sender is about to send (after draining
     /// what it closes).
     pub fn advance(&mut self, watermark: i64) {
         self.watermark = self.watermark.max(watermark);
+    }
+
+    /// Whether watermark `watermark` must reach the stage now, rather
+    /// than with the sender's next events or the next watermark that
+    /// must: it passes a slice's end that the last one sent did not. The
+    /// stage's windows end at slice ends, and while the sender folds, the
+    /// stage gets nothing a watermark in between would decide on; only
+    /// dropping state past the allowed lateness waits a little.
+    pub fn must_send(&self, watermark: i64) -> bool {
+        let ends_passed = |w: i64| w.saturating_add(1).div_euclid(self.slicing.slice);
+        self.passing || ends_passed(watermark) != ends_passed(self.sent)
+    }
+
+    /// Notes that `watermark` reached the stage.
+    pub fn sent(&mut self, watermark: i64) {
+        self.sent = self.sent.max(watermark);
     }
 
     /// The sender went idle: from now on its events go on as events.
@@ -242,7 +245,12 @@ mod tests {
         fn kind(&self) -> crate::window::FunctionKind {
             crate::window::FunctionKind::Aggregate
         }
-        fn add(&mut self, accs: &[u8], _: &[u8], pairs: &[u32]) -> Result<Vec<u8>, OperatorFailure> {
+        fn add(
+            &mut self,
+            accs: &[u8],
+            _: &[u8],
+            pairs: &[u32],
+        ) -> Result<Vec<u8>, OperatorFailure> {
             let mut counts: Vec<u64> = Slots::new(accs)
                 .unwrap()
                 .iter()
@@ -288,7 +296,11 @@ mod tests {
         let mut out = Vec::new();
         local.drain(watermark, |slice, key, acc| {
             let count = u64::from_le_bytes(acc.try_into().unwrap());
-            out.push((slice.start, String::from_utf8_lossy(key).into_owned(), count));
+            out.push((
+                slice.start,
+                String::from_utf8_lossy(key).into_owned(),
+                count,
+            ));
         });
         out.sort();
         out
@@ -300,10 +312,31 @@ mod tests {
         assert!(offer(&mut local, &[("a", 1), ("b", 2), ("a", 12), ("a", 3)]).is_empty());
         assert!(offer(&mut local, &[("a", 4)]).is_empty());
         assert_eq!(drained(&mut local, 8), []);
-        assert_eq!(drained(&mut local, 9), [(0, "a".into(), 3), (0, "b".into(), 1)]);
+        assert_eq!(
+            drained(&mut local, 9),
+            [(0, "a".into(), 3), (0, "b".into(), 1)]
+        );
         local.advance(9);
         assert_eq!(drained(&mut local, i64::MAX), [(10, "a".into(), 1)]);
         assert!(!local.over_budget());
+    }
+
+    #[test]
+    fn only_watermarks_that_pass_a_slice_end_must_reach_the_stage_at_once() {
+        let mut local = local();
+        assert!(local.must_send(-5), "the first moves off the start of time");
+        local.sent(-5);
+        assert!(
+            !local.must_send(-2) && local.must_send(-1),
+            "the end of [-10, 0)"
+        );
+        local.sent(-1);
+        assert!(!local.must_send(0) && !local.must_send(8));
+        assert!(local.must_send(9) && local.must_send(i64::MAX));
+        local.sent(9);
+        assert!(!local.must_send(18));
+        local.stop_folding();
+        assert!(local.must_send(18));
     }
 
     #[test]

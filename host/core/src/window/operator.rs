@@ -585,7 +585,12 @@ impl WindowOperator {
         let partials = FiredWindows::new(bytes).map_err(|e| bad_input(&name, &e))?;
         let slicing = match self.slicing {
             Some(slicing) if self.function.kind() == FunctionKind::Aggregate => slicing,
-            _ => return Err(bad_input(&name, &"accumulators for a stage that takes none")),
+            _ => {
+                return Err(bad_input(
+                    &name,
+                    &"accumulators for a stage that takes none",
+                ));
+            }
         };
         // The state held before, for those that have one.
         let (mut left, mut right) = (SlotsWriter::new(), SlotsWriter::new());
@@ -634,7 +639,10 @@ impl WindowOperator {
             } else {
                 merged.next().unwrap_or_default()
             };
-            let hash = self.cache.as_ref().and_then(|cache| cache.hash(partial.key));
+            let hash = self
+                .cache
+                .as_ref()
+                .and_then(|cache| cache.hash(partial.key));
             self.save(partial.key, &slice, hash, acc, None)?;
             self.note_update(partial.key, slice, new, &mut refire)?;
         }

@@ -383,6 +383,32 @@ impl SliceCache {
         }
     }
 
+    /// Removes the slices that end at or before `watermark`, handing
+    /// `each` every entry's slice, key and accumulator (for two-phase
+    /// aggregation's first phase, which sends them on and keeps no store).
+    pub(super) fn drain_until(
+        &mut self,
+        watermark: i64,
+        mut each: impl FnMut(&Window, Option<&[u8]>, &[u8]),
+    ) {
+        let tables = &mut self.slices.tables;
+        let closed = tables
+            .iter()
+            .take_while(|(slice, _)| slice.max_timestamp() <= watermark)
+            .count();
+        if closed == 0 {
+            return;
+        }
+        for (slice, table) in tables.drain(..closed) {
+            for entry in &table.entries {
+                self.bytes -= entry.size();
+                each(&slice, entry.key(), entry.acc());
+            }
+        }
+        self.slices.last.set(0);
+        self.generation += 1;
+    }
+
     /// Notes that the store holds entries of `slice` (a restore).
     pub(super) fn note_stored(&mut self, slice: &Window) {
         self.stored_until = self.stored_until.max(slice.end);

@@ -9,6 +9,7 @@ use weir_batch::BatchWriter;
 use weir_batch::window::{FiredWindows, Slots, SlotsWriter};
 
 use super::{FunctionKind, WindowFunction, WindowOperator, WindowSpec};
+use crate::keys::KeySelector;
 use crate::operator::OperatorFailure;
 use crate::pipeline::{JsonFields, LineFormat, PipelineSettings};
 use crate::runtime::{Pipeline, Stage, Task};
@@ -16,7 +17,6 @@ use crate::sink::JsonLinesSink;
 use crate::source::{JsonLinesSource, LineInput};
 use crate::state::MemoryStore;
 use crate::time::WatermarkSpec;
-use crate::keys::KeySelector;
 
 /// What the instances of one pipeline's function did.
 #[derive(Default)]
@@ -71,12 +71,7 @@ impl WindowFunction for Count {
         let mut out = BatchWriter::new();
         for w in FiredWindows::new(windows).unwrap().iter() {
             let key = String::from_utf8_lossy(w.key.unwrap_or_default());
-            let text = format!(
-                "{key}@{}..{}={}",
-                w.start,
-                w.end,
-                count_of(Some(w.payload))
-            );
+            let text = format!("{key}@{}..{}={}", w.start, w.end, count_of(Some(w.payload)));
             out.push(w.end - 1, w.key, text.as_bytes(), &[]);
         }
         Ok(out.finish())
