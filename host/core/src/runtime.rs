@@ -680,7 +680,10 @@ fn downstream_of(
             next.key_by.clone(),
             next.windows,
             max_parallelism,
-            next.locals.get_mut(input).and_then(Option::take),
+            next.locals
+                .get_mut(input)
+                .and_then(Option::take)
+                .map(Box::new),
         )),
         None => Downstream::Sinks(results.with_input(input)),
     }
@@ -1046,7 +1049,7 @@ struct Router {
     owners: Vec<u16>,
     next: usize,
     /// Two-phase aggregation's first phase, when the stage takes it…
-    local: Option<LocalAggregate>,
+    local: Option<Box<LocalAggregate>>,
     /// …and the watermark it has not sent on yet (see
     /// [`LocalAggregate::must_send`]).
     held: Option<i64>,
@@ -1059,7 +1062,7 @@ impl Router {
         key_by: Option<KeySelector>,
         keys_beside: bool,
         max_parallelism: u16,
-        local: Option<LocalAggregate>,
+        local: Option<Box<LocalAggregate>>,
     ) -> Self {
         let owners = (0..max_parallelism.max(1))
             .map(|group| subtask_for_group(group, max_parallelism, targets.len()) as u16)
@@ -1109,7 +1112,9 @@ impl Router {
                 Message::Idle => {
                     self.send_partials(END_OF_TIME)?;
                     self.send_held()?;
-                    self.local.as_mut().map(LocalAggregate::stop_folding);
+                    if let Some(local) = &mut self.local {
+                        local.stop_folding();
+                    }
                 }
                 Message::Batch(..) | Message::Partials(_) => {}
             }
@@ -1286,7 +1291,7 @@ impl Router {
             };
             self.deliver(target, Message::Batch(part, keys))?;
         }
-        if self.local.as_ref().is_some_and(LocalAggregate::over_budget) {
+        if self.local.as_ref().is_some_and(|l| l.over_budget()) {
             self.send_partials(END_OF_TIME)?;
         }
         Ok(())
