@@ -157,7 +157,15 @@ pub fn weir(
             max_out_of_orderness_ms: OUT_OF_ORDERNESS_MS,
             idle_timeout_ms: None,
         },
-        sources: vec![Box::new(BidGenerator::new(42, Some(events)))],
+        // One generator partition per subtask, as Flink's datagen runs
+        // at the query's parallelism: together they write the native
+        // loop's rows.
+        sources: (0..parallelism as u64)
+            .map(|p| {
+                Box::new(BidGenerator::partition(42, Some(events), p, parallelism as u64))
+                    as Box<dyn weir_core::source::Source>
+            })
+            .collect(),
         stages,
         sinks: vec![Box::new(Blackhole::default())],
         late: Some(Box::new(Blackhole::default())),

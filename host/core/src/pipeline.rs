@@ -214,6 +214,15 @@ pub enum SourceSpec {
         /// Random seed.
         #[serde(default = "default_seed")]
         seed: u64,
+        /// Which part of the rows this source writes: rows `partition`,
+        /// `partition + partitions`, … (a `[[source]]` per partition
+        /// splits the generator over threads, as Flink's datagen at
+        /// parallelism above 1).
+        #[serde(default)]
+        partition: u64,
+        /// How many parts the rows are split into.
+        #[serde(default = "default_partitions")]
+        partitions: u64,
     },
     /// A clickstream of page views, out of order (see
     /// `source::ClickGenerator`).
@@ -280,6 +289,10 @@ pub struct JsonFields {
 
 fn default_seed() -> u64 {
     42
+}
+
+fn default_partitions() -> u64 {
+    1
 }
 
 fn default_interval() -> u64 {
@@ -458,6 +471,17 @@ impl PipelineFile {
         }
         let windowed = file.operator.iter().find(|op| op.window.is_some());
         for source in &file.source {
+            if let SourceSpec::Bids {
+                partition,
+                partitions,
+                ..
+            } = source
+                && partition >= partitions
+            {
+                return Err(semantic(&format!(
+                    "a bids source's partition ({partition}) must be below its partitions ({partitions})"
+                )));
+            }
             let fields = match source {
                 SourceSpec::Jsonl { fields, .. } | SourceSpec::Stdin { fields } => fields,
                 _ => continue,
@@ -680,6 +704,9 @@ mod tests {
         assert!(semantic(late, "parallelism = 0").contains("parallelism must be between 1"));
         assert!(semantic(late, "parallelism = 129").contains("parallelism must be between 1"));
         assert!(semantic(late, "allowed_lateness_ms = 5").contains("needs a window"));
+        let bids = "[[source]]\ntype = \"bids\"\npartition = 2\npartitions = 2\n[[sink]]\ntype = \"stdout\"\n";
+        let err = PipelineFile::parse("p.toml", bids).unwrap_err().to_string();
+        assert!(err.contains("partition (2) must be below its partitions (2)"), "{err}");
         assert!(
             semantic(
                 late,

@@ -33,14 +33,29 @@ use super::{Origin, Positions, Source, SourceBatch, SourceError, SourcePosition}
 /// assert_eq!(row["url"].as_str().unwrap().len(), 60);
 /// # Ok::<(), weir_batch::FormatError>(())
 /// ```
+///
+/// Row `seq` is a function of the seed and `seq` alone (its random
+/// numbers start at a state computed from them), so a generator can be
+/// split into partitions, one per source thread, as Flink's datagen is at
+/// parallelism above 1: partition `p` of `n` writes rows `p`, `p + n`,
+/// `p + 2n`, …, and together they write the rows one generator would.
 #[derive(Debug, Clone)]
 pub struct BidGenerator {
     name: Arc<str>,
+    seed: u64,
     rng: SplitMix64,
+    /// The next row's number (over all partitions).
     seq: u64,
+    /// This partition's first row, and the step to its next.
+    partition: u64,
+    partitions: u64,
     end: Option<u64>,
     writer: BatchWriter,
 }
+
+/// Random numbers a bid row draws: three for its numbers, one for
+/// `channel`, four for `url`, one for `extra`.
+const DRAWS_PER_BID: u64 = 9;
 
 /// The event time of bid `seq`: 100 000 bids per event-time second.
 fn bid_time(seq: u64) -> i64 {
@@ -50,26 +65,54 @@ fn bid_time(seq: u64) -> i64 {
 impl BidGenerator {
     /// `count` rows (unbounded when `None`) from `seed`.
     pub fn new(seed: u64, count: Option<u64>) -> Self {
+        Self::partition(seed, count, 0, 1)
+    }
+
+    /// Partition `partition` of `partitions` of the `count` rows from
+    /// `seed`: rows `partition`, `partition + partitions`, … Named
+    /// `bids[P/N]` when there are several.
+    ///
+    /// # Panics
+    /// `partition` is not below `partitions` (the pipeline file's
+    /// validation refuses that).
+    pub fn partition(seed: u64, count: Option<u64>, partition: u64, partitions: u64) -> Self {
+        assert!(partition < partitions, "bids partition {partition} of {partitions}");
         BidGenerator {
-            name: "bids".into(),
-            rng: SplitMix64(seed),
-            seq: 0,
+            name: match partitions {
+                1 => "bids".into(),
+                _ => format!("bids[{partition}/{partitions}]").into(),
+            },
+            seed,
+            rng: SplitMix64::at_row(seed, partition),
+            seq: partition,
+            partition,
+            partitions,
             end: count,
             writer: BatchWriter::with_capacity(1 << 16),
         }
     }
 
-    /// Sequence number of the next row.
+    /// Number of the next row (over all partitions).
     pub fn position(&self) -> u64 {
         self.seq
     }
 
+    /// Rows this partition has written.
+    fn written(&self) -> u64 {
+        (self.seq - self.partition) / self.partitions
+    }
+
     /// Appends up to `max` rows to `writer`; returns how many.
     pub fn fill(&mut self, writer: &mut BatchWriter, max: usize) -> usize {
-        let available = self.end.map_or(u64::MAX, |end| end - self.seq);
+        let available = self
+            .end
+            .map_or(u64::MAX, |end| end.saturating_sub(self.seq).div_ceil(self.partitions));
         let n = (max as u64).min(available);
         for _ in 0..n {
             let seq = self.seq;
+            if self.partitions > 1 {
+                self.rng = SplitMix64::at_row(self.seed, seq);
+            }
             let timestamp = bid_time(seq);
             let auction = self.rng.between(1000, 11000);
             let bidder = self.rng.between(1000, 101_000);
@@ -92,7 +135,7 @@ impl BidGenerator {
                 rng.hex(buf, 10);
                 buf.extend_from_slice(b"\"}");
             });
-            self.seq += 1;
+            self.seq += self.partitions;
         }
         n as usize
     }
@@ -108,12 +151,23 @@ impl Source for BidGenerator {
     }
 
     fn seek(&mut self, position: &SourcePosition) -> Result<(), SourceError> {
-        (self.seq, self.rng) = generated(&self.name, position, self.end)?;
+        let (seq, rng) = generated(&self.name, position, self.end)?;
+        if seq % self.partitions != self.partition {
+            return Err(SourceError::Resume {
+                source_name: self.name.to_string(),
+                reason: format!(
+                    "the checkpoint is at row #{seq}, which is not this partition's \
+                     (partition {} of {}): was the generator split otherwise?",
+                    self.partition, self.partitions
+                ),
+            });
+        }
+        (self.seq, self.rng) = (seq, rng);
         Ok(())
     }
 
     fn next_batch(&mut self, max_events: usize) -> Result<Option<SourceBatch>, SourceError> {
-        let first = self.seq;
+        let first = self.written();
         let mut writer = std::mem::take(&mut self.writer);
         let len = self.fill(&mut writer, max_events);
         let bytes = writer.finish_into();
@@ -121,8 +175,8 @@ impl Source for BidGenerator {
         Ok((len > 0).then(|| SourceBatch {
             bytes,
             len,
-            // Event time only grows with the sequence number.
-            max_timestamp: Some(bid_time(self.seq - 1)),
+            // Event time only grows with the row number.
+            max_timestamp: Some(bid_time(self.seq - self.partitions)),
             origin: Origin {
                 source: self.name.clone(),
                 positions: Positions::Sequence(first),
@@ -246,6 +300,12 @@ impl Source for SequenceGenerator {
 struct SplitMix64(u64);
 
 impl SplitMix64 {
+    /// The state bid row `seq` of `seed` starts from: one generator's
+    /// after the rows before it, without drawing them.
+    fn at_row(seed: u64, seq: u64) -> SplitMix64 {
+        SplitMix64(seed.wrapping_add(0x9E37_79B9_7F4A_7C15u64.wrapping_mul(seq.wrapping_mul(DRAWS_PER_BID))))
+    }
+
     fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
@@ -534,6 +594,53 @@ mod tests {
             .iter()
             .map(|e| serde_json::from_slice(e.value).unwrap())
             .collect()
+    }
+
+    /// Every row's event time and value, batch after batch.
+    fn all_rows(source: &mut dyn Source, max: usize) -> Vec<(i64, Vec<u8>)> {
+        let mut out = Vec::new();
+        while let Some(batch) = source.next_batch(max).unwrap() {
+            let events: Vec<_> = Batch::new(&batch.bytes)
+                .unwrap()
+                .iter()
+                .map(|e| (e.timestamp, e.value.to_vec()))
+                .collect();
+            assert_eq!(batch.max_timestamp, events.iter().map(|e| e.0).max());
+            out.extend(events);
+        }
+        out
+    }
+
+    #[test]
+    fn partitions_of_the_bids_write_the_rows_one_generator_would() {
+        let whole = all_rows(&mut BidGenerator::new(7, Some(1000)), 64);
+        assert_eq!(whole.len(), 1000);
+        for partitions in [2, 3] {
+            let mut split: Vec<Option<(i64, Vec<u8>)>> = vec![None; 1000];
+            for p in 0..partitions {
+                let mut part = BidGenerator::partition(7, Some(1000), p, partitions);
+                assert_eq!(part.name(), format!("bids[{p}/{partitions}]"));
+                for (i, row) in all_rows(&mut part, 64).into_iter().enumerate() {
+                    split[p as usize + i * partitions as usize] = Some(row);
+                }
+            }
+            let split: Vec<_> = split.into_iter().map(Option::unwrap).collect();
+            assert!(split == whole, "{partitions} partitions");
+        }
+    }
+
+    #[test]
+    fn a_partition_resumes_at_its_own_rows_only() {
+        let mut part = BidGenerator::partition(7, Some(100), 1, 2);
+        let first = all_rows(&mut BidGenerator::partition(7, Some(100), 1, 2), 10);
+        part.next_batch(10).unwrap();
+        let position = Source::position(&part).unwrap();
+        let mut resumed = BidGenerator::partition(7, Some(100), 1, 2);
+        resumed.seek(&position).unwrap();
+        assert_eq!(all_rows(&mut resumed, 10), first[10..]);
+        let mut other = BidGenerator::partition(7, Some(100), 0, 2);
+        let err = other.seek(&position).unwrap_err().to_string();
+        assert!(err.contains("not this partition's (partition 0 of 2)"), "{err}");
     }
 
     #[test]

@@ -252,7 +252,17 @@ pub fn open(
             fields.clone(),
             dead_letters,
         )),
-        SourceSpec::Bids { count, seed } => Box::new(BidGenerator::new(*seed, *count)),
+        SourceSpec::Bids {
+            count,
+            seed,
+            partition,
+            partitions,
+        } => Box::new(BidGenerator::partition(
+            *seed,
+            *count,
+            *partition,
+            *partitions,
+        )),
         SourceSpec::Clicks {
             count,
             seed,
