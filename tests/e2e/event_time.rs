@@ -46,24 +46,39 @@ fn at_parallelism(case: &str, n: usize) -> tempfile::TempDir {
     dir
 }
 
+/// Sets `[pipeline] local_aggregation = false` in a copied case.
+fn in_one_phase(dir: &tempfile::TempDir) {
+    let path = dir.path().join("pipeline.toml");
+    let pipeline = std::fs::read_to_string(&path).unwrap();
+    let setting = "[pipeline]\nlocal_aggregation = false\n";
+    let rewritten = if pipeline.contains("[pipeline]\n") {
+        pipeline.replacen("[pipeline]\n", setting, 1)
+    } else {
+        format!("{setting}\n{pipeline}")
+    };
+    std::fs::write(path, rewritten).unwrap();
+}
+
 #[test]
 fn keyed_results_are_the_same_at_parallelism_1_2_and_4() {
     for case in ["dashboard", "nexmark-q5", "sessions", "fraud"] {
         let expected = std::fs::read_to_string(golden(case).join("expected.jsonl")).unwrap();
         assert!(!expected.is_empty(), "{case}: empty expected output");
-        for n in [1, 2, 4] {
+        // Aggregates over tumbling and sliding windows run in two phases
+        // above parallelism 1, unless the pipeline says one.
+        for (n, two_phase) in [(1, true), (2, true), (4, true), (2, false), (4, false)] {
             let dir = at_parallelism(case, n);
+            if !two_phase {
+                in_one_phase(&dir);
+            }
             let out = ran(weir()
                 .args(["run", "--quiet"])
                 .arg(dir.path().join("pipeline.toml"))
                 .output()
                 .unwrap());
-            assert!(out.ok, "{case} at parallelism {n}: {}", out.stderr);
-            assert_eq!(
-                sorted_lines(&out.stdout),
-                sorted_lines(&expected),
-                "{case} at parallelism {n}"
-            );
+            let what = format!("{case} at parallelism {n}, two phases {two_phase}");
+            assert!(out.ok, "{what}: {}", out.stderr);
+            assert_eq!(sorted_lines(&out.stdout), sorted_lines(&expected), "{what}");
         }
     }
 }

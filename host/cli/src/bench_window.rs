@@ -162,8 +162,12 @@ pub fn weir(
         // loop's rows.
         sources: (0..parallelism as u64)
             .map(|p| {
-                Box::new(BidGenerator::partition(42, Some(events), p, parallelism as u64))
-                    as Box<dyn weir_core::source::Source>
+                Box::new(BidGenerator::partition(
+                    42,
+                    Some(events),
+                    p,
+                    parallelism as u64,
+                )) as Box<dyn weir_core::source::Source>
             })
             .collect(),
         stages,

@@ -706,7 +706,10 @@ mod tests {
         assert!(semantic(late, "allowed_lateness_ms = 5").contains("needs a window"));
         let bids = "[[source]]\ntype = \"bids\"\npartition = 2\npartitions = 2\n[[sink]]\ntype = \"stdout\"\n";
         let err = PipelineFile::parse("p.toml", bids).unwrap_err().to_string();
-        assert!(err.contains("partition (2) must be below its partitions (2)"), "{err}");
+        assert!(
+            err.contains("partition (2) must be below its partitions (2)"),
+            "{err}"
+        );
         assert!(
             semantic(
                 late,

@@ -76,7 +76,10 @@ impl BidGenerator {
     /// `partition` is not below `partitions` (the pipeline file's
     /// validation refuses that).
     pub fn partition(seed: u64, count: Option<u64>, partition: u64, partitions: u64) -> Self {
-        assert!(partition < partitions, "bids partition {partition} of {partitions}");
+        assert!(
+            partition < partitions,
+            "bids partition {partition} of {partitions}"
+        );
         BidGenerator {
             name: match partitions {
                 1 => "bids".into(),
@@ -104,9 +107,9 @@ impl BidGenerator {
 
     /// Appends up to `max` rows to `writer`; returns how many.
     pub fn fill(&mut self, writer: &mut BatchWriter, max: usize) -> usize {
-        let available = self
-            .end
-            .map_or(u64::MAX, |end| end.saturating_sub(self.seq).div_ceil(self.partitions));
+        let available = self.end.map_or(u64::MAX, |end| {
+            end.saturating_sub(self.seq).div_ceil(self.partitions)
+        });
         let n = (max as u64).min(available);
         for _ in 0..n {
             let seq = self.seq;
@@ -303,7 +306,11 @@ impl SplitMix64 {
     /// The state bid row `seq` of `seed` starts from: one generator's
     /// after the rows before it, without drawing them.
     fn at_row(seed: u64, seq: u64) -> SplitMix64 {
-        SplitMix64(seed.wrapping_add(0x9E37_79B9_7F4A_7C15u64.wrapping_mul(seq.wrapping_mul(DRAWS_PER_BID))))
+        SplitMix64(
+            seed.wrapping_add(
+                0x9E37_79B9_7F4A_7C15u64.wrapping_mul(seq.wrapping_mul(DRAWS_PER_BID)),
+            ),
+        )
     }
 
     fn next(&mut self) -> u64 {
@@ -640,7 +647,10 @@ mod tests {
         assert_eq!(all_rows(&mut resumed, 10), first[10..]);
         let mut other = BidGenerator::partition(7, Some(100), 0, 2);
         let err = other.seek(&position).unwrap_err().to_string();
-        assert!(err.contains("not this partition's (partition 0 of 2)"), "{err}");
+        assert!(
+            err.contains("not this partition's (partition 0 of 2)"),
+            "{err}"
+        );
     }
 
     #[test]
