@@ -153,6 +153,14 @@ fn allowed_lateness_updates_a_fired_window() {
 
 #[test]
 fn an_idle_partition_does_not_stall_windows() {
+    // At parallelism 2 the count runs in two phases: the idle partition
+    // must send on what it holds and its idleness.
+    for parallelism in [1, 2] {
+        idle_partition_at(parallelism);
+    }
+}
+
+fn idle_partition_at(parallelism: usize) {
     // Two partitions: a file that ends, and stdin, which stays open and
     // silent. Without idleness the watermark would wait for stdin forever.
     let pipeline = r#"[[source]]
@@ -179,8 +187,12 @@ type = "stdout"
 [late_data]
 type = "stderr"
 "#;
+    let pipeline = pipeline.replace(
+        "key_by = \"page\"",
+        &format!("key_by = \"page\"\nparallelism = {parallelism}"),
+    );
     let case = Case::new(
-        pipeline,
+        &pipeline,
         "{\"page\":\"/\",\"ts\":1}\n{\"page\":\"/\",\"ts\":2}\n",
     );
     let mut child = weir()
@@ -206,7 +218,9 @@ type = "stderr"
     let waited = started.elapsed();
     drop(stdin); // now end the input
     let status = child.wait().unwrap();
-    let first = first.expect("the window fired while stdin was still open");
+    let first = first.unwrap_or_else(|_| {
+        panic!("parallelism {parallelism}: the window did not fire while stdin was open")
+    });
     assert_eq!(
         first,
         "{\"key\":\"/\",\"count\":2,\"window_start\":0,\"window_end\":10}"
