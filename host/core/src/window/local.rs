@@ -23,12 +23,12 @@
 //! watermark moves without it, and only the subtask can tell what is late.
 
 use hashbrown::HashTable;
-use weir_batch::window::{Slots, SlotsWriter};
+use weir_batch::window::SlotsWriter;
 
+use super::operator::returned;
 use super::slices::{self, KeyHash, SliceCache};
 use super::{Slicing, Window, WindowError, WindowFunction};
 use crate::keys::{BatchKeys, same_key};
-use crate::operator::{FailureKind, OperatorFailure};
 use crate::time::BEFORE_TIME;
 
 /// Bytes of keys and accumulators a sender holds before it sends them all
@@ -153,15 +153,7 @@ impl LocalAggregate {
             found.push(held.map(|(_, at)| at));
         }
         let updated = self.function.add(&slots.finish(), bytes, &assignments)?;
-        let updated = Slots::new(&updated)
-            .ok()
-            .filter(|s| s.len() == groups.len() && s.iter().all(|acc| acc.is_some()))
-            .ok_or_else(|| {
-                malformed(format!(
-                    "`add` must return {} accumulators in the slots format",
-                    groups.len()
-                ))
-            })?;
+        let updated = returned(&updated, groups.len(), "add")?;
         // Updates where the lookups found them first; then the new
         // entries, whose inserts would move the others.
         let mut fresh = Vec::new();
@@ -220,20 +212,13 @@ impl LocalAggregate {
     }
 }
 
-fn malformed(message: String) -> WindowError {
-    WindowError::Function(OperatorFailure {
-        kind: FailureKind::BadOutput,
-        message,
-        event_index: None,
-        output_before: Vec::new(),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::operator::OperatorFailure;
     use crate::window::WindowSpec;
     use weir_batch::BatchWriter;
+    use weir_batch::window::Slots;
 
     /// Counts as 8 little-endian bytes.
     struct Count;

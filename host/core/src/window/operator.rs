@@ -478,19 +478,8 @@ impl WindowOperator {
                     slots.push(acc);
                 }
                 let updated = self.function.add(&slots.finish(), bytes, &assignments)?;
-                let updated = Slots::new(&updated)
-                    .ok()
-                    .filter(|s| s.len() == group_list.len())
-                    .ok_or_else(|| {
-                        bad_output(format!(
-                            "`add` must return {} accumulators in the slots format",
-                            group_list.len()
-                        ))
-                    })?;
                 // Checked before anything is written: no half-applied batch.
-                if updated.iter().any(|acc| acc.is_none()) {
-                    return Err(bad_output("`add` returned an empty slot".into()));
-                }
+                let updated = returned(&updated, group_list.len(), "add")?;
                 // Updates first, where the lookups found them; then the new
                 // entries, whose inserts would move the others.
                 let mut fresh = Vec::new();
@@ -619,15 +608,7 @@ impl WindowOperator {
         } else {
             self.function.merge(&left.finish(), &right.finish())?
         };
-        let merged = Slots::new(&merged)
-            .ok()
-            .filter(|s| s.len() == held.len() && s.iter().all(|acc| acc.is_some()))
-            .ok_or_else(|| {
-                bad_output(format!(
-                    "`merge` must return {} accumulators in the slots format",
-                    held.len()
-                ))
-            })?;
+        let merged = returned(&merged, held.len(), "merge")?;
         let mut merged = merged.iter().flatten();
         let mut held = held.into_iter().peekable();
         let mut refire = Vec::new();
@@ -1006,14 +987,7 @@ impl WindowOperator {
                         }
                     }
                     let merged = self.function.merge(&left.finish(), &right.finish())?;
-                    let slots = Slots::new(&merged)
-                        .ok()
-                        .filter(|s| s.len() == pairs)
-                        .ok_or_else(|| {
-                            bad_output(format!(
-                                "`merge` must return {pairs} accumulators in the slots format"
-                            ))
-                        })?;
+                    let slots = returned(&merged, pairs, "merge")?;
                     let mut merged = slots.iter();
                     let mut next = Accumulators::default();
                     for window in 0..lists.windows() {
@@ -1253,6 +1227,25 @@ fn sorted_by_time(payload: &[u8]) -> Vec<u8> {
         writer.push_event(e);
     }
     writer.finish()
+}
+
+/// The accumulators a guest `call` returned: `count` slots, none empty.
+///
+/// # Errors
+/// Anything else, named as the function's bad output.
+pub(super) fn returned<'a>(
+    bytes: &'a [u8],
+    count: usize,
+    call: &str,
+) -> Result<Slots<'a>, WindowError> {
+    Slots::new(bytes)
+        .ok()
+        .filter(|s| s.len() == count && s.iter().all(|acc| acc.is_some()))
+        .ok_or_else(|| {
+            bad_output(format!(
+                "`{call}` must return {count} accumulators in the slots format, none empty"
+            ))
+        })
 }
 
 fn bad_output(message: String) -> WindowError {
