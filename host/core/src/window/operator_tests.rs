@@ -14,9 +14,9 @@ use crate::state::MemoryStore;
 use crate::time::{BoundedOutOfOrderness, END_OF_TIME};
 
 /// Counts events per window; fails on an event whose value is `boom`.
-struct Count;
+pub(super) struct Count;
 
-fn count_of(slot: Option<&[u8]>) -> u64 {
+pub(super) fn count_of(slot: Option<&[u8]>) -> u64 {
     slot.map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap()))
 }
 

@@ -5,9 +5,9 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use weir_batch::BatchWriter;
-use weir_batch::window::{FiredWindows, Slots, SlotsWriter};
+use weir_batch::window::Slots;
 
+use super::operator_tests::Count as Counting;
 use super::{FunctionKind, WindowFunction, WindowOperator, WindowSpec};
 use crate::keys::KeySelector;
 use crate::operator::OperatorFailure;
@@ -29,14 +29,10 @@ struct Calls {
     merges: AtomicUsize,
 }
 
-/// Counts events per window, as 8 little-endian bytes; copies itself.
+/// The window operator tests' count, noting who calls it; copies itself.
 struct Count {
     copy: bool,
     calls: Arc<Calls>,
-}
-
-fn count_of(slot: Option<&[u8]>) -> u64 {
-    slot.map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap()))
 }
 
 impl WindowFunction for Count {
@@ -46,35 +42,26 @@ impl WindowFunction for Count {
     fn kind(&self) -> FunctionKind {
         FunctionKind::Aggregate
     }
-    fn add(&mut self, accs: &[u8], _: &[u8], pairs: &[u32]) -> Result<Vec<u8>, OperatorFailure> {
+    fn add(
+        &mut self,
+        accs: &[u8],
+        events: &[u8],
+        pairs: &[u32],
+    ) -> Result<Vec<u8>, OperatorFailure> {
         let adds = match self.copy {
             true => &self.calls.sender_adds,
             false => &self.calls.subtask_adds,
         };
         adds.fetch_add(pairs.len() / 2, Ordering::Relaxed);
-        let mut counts: Vec<u64> = Slots::new(accs).unwrap().iter().map(count_of).collect();
-        pairs.chunks(2).for_each(|p| counts[p[1] as usize] += 1);
-        let mut out = SlotsWriter::new();
-        counts.iter().for_each(|c| out.push(Some(&c.to_le_bytes())));
-        Ok(out.finish())
+        Counting.add(accs, events, pairs)
     }
     fn merge(&mut self, left: &[u8], right: &[u8]) -> Result<Vec<u8>, OperatorFailure> {
-        let (left, right) = (Slots::new(left).unwrap(), Slots::new(right).unwrap());
-        self.calls.merges.fetch_add(left.len(), Ordering::Relaxed);
-        let mut out = SlotsWriter::new();
-        for (l, r) in left.iter().zip(right.iter()) {
-            out.push(Some(&(count_of(l) + count_of(r)).to_le_bytes()));
-        }
-        Ok(out.finish())
+        let pairs = Slots::new(left).map_or(0, |s| s.len());
+        self.calls.merges.fetch_add(pairs, Ordering::Relaxed);
+        Counting.merge(left, right)
     }
     fn fire(&mut self, windows: &[u8]) -> Result<Vec<u8>, OperatorFailure> {
-        let mut out = BatchWriter::new();
-        for w in FiredWindows::new(windows).unwrap().iter() {
-            let key = String::from_utf8_lossy(w.key.unwrap_or_default());
-            let text = format!("{key}@{}..{}={}", w.start, w.end, count_of(Some(w.payload)));
-            out.push(w.end - 1, w.key, text.as_bytes(), &[]);
-        }
-        Ok(out.finish())
+        Counting.fire(windows)
     }
     fn fork(&self) -> Option<Result<Box<dyn WindowFunction>, OperatorFailure>> {
         Some(Ok(Box::new(Count {
