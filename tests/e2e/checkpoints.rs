@@ -720,28 +720,25 @@ fn the_window_benchmarks_report_against_the_flink_peer() {
     );
 
     std::fs::write(&peer, "#!/bin/sh\necho 'no java' >&2\nexit 3\n").unwrap();
-    let out = ran(weir()
-        .args([
-            "bench", "q5", "--events", "3000", "--rounds", "1", "--flink",
-        ])
-        .arg(&peer)
-        .arg("--plugins")
-        .arg(crate::support::plugins())
-        .output()
-        .unwrap());
+    let with_peer = |workload: &str, events: &str| {
+        ran(weir()
+            .args([
+                "bench", workload, "--events", events, "--rounds", "1", "--flink",
+            ])
+            .arg(&peer)
+            .arg("--plugins")
+            .arg(crate::support::plugins())
+            .output()
+            .unwrap())
+    };
+    let out = with_peer("q5", "3000");
     assert!(
         !out.ok && out.stderr.contains("q5 1 hashmap") && out.stderr.contains("no java"),
         "{}",
         out.stderr
     );
     // Only the windowed pipelines have a Flink peer.
-    let out = ran(weir()
-        .args(["bench", "q1", "--events", "10", "--flink"])
-        .arg(&peer)
-        .arg("--plugins")
-        .arg(crate::support::plugins())
-        .output()
-        .unwrap());
+    let out = with_peer("q1", "10");
     assert!(
         !out.ok && out.stderr.contains("tumble and q5"),
         "{}",

@@ -531,7 +531,6 @@ impl Pipeline {
                 locals: locals.pop().unwrap_or_default(),
             });
         }
-        let mut downstream = downstream;
         let source_threads: Vec<_> = self
             .sources
             .into_iter()

@@ -39,6 +39,8 @@ use super::{Origin, Positions, Source, SourceBatch, SourceError, SourcePosition}
 /// split into partitions, one per source thread, as Flink's datagen is at
 /// parallelism above 1: partition `p` of `n` writes rows `p`, `p + n`,
 /// `p + 2n`, …, and together they write the rows one generator would.
+/// Errors name a partition's events by its own count (`bids[1/2] event
+/// #k`: the partition's k-th row).
 #[derive(Debug, Clone)]
 pub struct BidGenerator {
     name: Arc<str>,

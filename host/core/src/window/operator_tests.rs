@@ -960,3 +960,57 @@ fn the_slice_cache_takes_its_memory_out_of_the_hot_tiers_budget() {
     );
     assert_eq!(op.cache_budget(), Some(slices::BUDGET));
 }
+
+#[test]
+fn partials_merge_into_held_state_and_bad_ones_are_refused() {
+    use weir_batch::window::FiredWriter;
+    let partials = |entries: &[(i64, i64, &str, u64)]| {
+        let mut writer = FiredWriter::new();
+        for (start, end, key, count) in entries {
+            writer.push(*start, *end, Some(key.as_bytes()), &count.to_le_bytes());
+        }
+        writer.finish()
+    };
+    let mut op = operator(WindowSpec::Tumbling { size_ms: 10 }, 0, Box::new(Count));
+    let mut results = Vec::new();
+    op.merge_partials(
+        &partials(&[(0, 10, "a", 2), (10, 20, "b", 1)]),
+        &mut results,
+    )
+    .unwrap();
+    // The second sender's count of `a` merges with the first's.
+    op.merge_partials(&partials(&[(0, 10, "a", 3)]), &mut results)
+        .unwrap();
+    assert!(results.is_empty());
+    let fired: Vec<String> = op
+        .advance(END_OF_TIME)
+        .unwrap()
+        .iter()
+        .flat_map(|b| values(b))
+        .collect();
+    assert_eq!(fired, ["a@0..10=5", "b@10..20=1"]);
+
+    let mut op = operator(WindowSpec::Tumbling { size_ms: 10 }, 0, Box::new(Count));
+    let err = op
+        .merge_partials(&partials(&[(0, 7, "a", 1)]), &mut results)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("[0, 7) is not one of its slices"),
+        "{err}"
+    );
+    op.advance(25).unwrap();
+    let err = op
+        .merge_partials(&partials(&[(10, 20, "a", 1)]), &mut results)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("came after the watermark"),
+        "{err}"
+    );
+    let err = op.merge_partials(b"\x01", &mut results).unwrap_err();
+    assert!(err.to_string().contains("malformed"), "{err}");
+    let mut sessions = operator(WindowSpec::Session { gap_ms: 5 }, 0, Box::new(Count));
+    let err = sessions
+        .merge_partials(&partials(&[(0, 10, "a", 1)]), &mut results)
+        .unwrap_err();
+    assert!(err.to_string().contains("takes none"), "{err}");
+}

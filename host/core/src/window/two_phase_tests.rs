@@ -27,6 +27,8 @@ struct Calls {
     sender_adds: AtomicUsize,
     /// Accumulators merged.
     merges: AtomicUsize,
+    /// Copies fail to start.
+    no_copies: bool,
 }
 
 /// The window operator tests' count, noting who calls it; copies itself.
@@ -64,6 +66,14 @@ impl WindowFunction for Count {
         Counting.fire(windows)
     }
     fn fork(&self) -> Option<Result<Box<dyn WindowFunction>, OperatorFailure>> {
+        if self.calls.no_copies {
+            return Some(Err(OperatorFailure {
+                kind: crate::operator::FailureKind::Trap,
+                message: "no memory for a copy".into(),
+                event_index: None,
+                output_before: Vec::new(),
+            }));
+        }
         Some(Ok(Box::new(Count {
             copy: true,
             calls: self.calls.clone(),
@@ -71,7 +81,7 @@ impl WindowFunction for Count {
     }
 }
 
-#[derive(Clone, Default)]
+#[derive(Clone, Debug, Default)]
 struct Shared(Arc<Mutex<Vec<u8>>>);
 
 impl std::io::Write for Shared {
@@ -103,6 +113,23 @@ struct Ran {
 /// count keyed by `k` at `parallelism`.
 fn run(sources: &[String], parallelism: usize, two_phase: bool) -> Ran {
     let calls = Arc::new(Calls::default());
+    let ran = pipeline(sources, parallelism, two_phase, &calls);
+    let (out, late) = ran.unwrap();
+    Ran {
+        results: out.sorted_lines(),
+        late: late.sorted_lines(),
+        calls,
+    }
+}
+
+/// [`run`]'s pipeline with `calls`: its results and late events, or why it
+/// failed.
+fn pipeline(
+    sources: &[String],
+    parallelism: usize,
+    two_phase: bool,
+    calls: &Arc<Calls>,
+) -> Result<(Shared, Shared), crate::runtime::RunError> {
     let (out, late) = (Shared::default(), Shared::default());
     let fields = JsonFields {
         time_field: Some("ts".into()),
@@ -163,12 +190,8 @@ fn run(sources: &[String], parallelism: usize, two_phase: bool) -> Ran {
         dead_letters: None,
         checkpointing: None,
     };
-    pipeline.run(&Arc::default()).unwrap();
-    Ran {
-        results: out.sorted_lines(),
-        late: late.sorted_lines(),
-        calls,
-    }
+    pipeline.run(&Arc::default())?;
+    Ok((out, late))
 }
 
 /// `n` events over five keys, out of order by up to 4 ms (within the
@@ -233,4 +256,18 @@ fn accumulators_from_several_senders_are_merged() {
     assert!(one.late.is_empty() && two.late.is_empty());
     assert!(two.calls.merges.load(Ordering::Relaxed) > 0);
     assert!(two.calls.sender_adds.load(Ordering::Relaxed) > 500);
+}
+
+#[test]
+fn a_copy_that_cannot_start_fails_the_run_before_it_reads() {
+    let calls = Arc::new(Calls {
+        no_copies: true,
+        ..Calls::default()
+    });
+    let err = pipeline(&[events(40, 0)], 2, true, &calls).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "operator `count` trapped on starting its first phase: no memory for a copy"
+    );
+    assert_eq!(calls.subtask_adds.load(Ordering::Relaxed), 0);
 }
