@@ -57,6 +57,8 @@ pub struct LocalAggregate {
     taken: Vec<(u32, Window, KeyHash)>,
     /// …and key.
     keys: BatchKeys,
+    /// The slice of the last event taken.
+    last_slice: Window,
 }
 
 impl LocalAggregate {
@@ -70,6 +72,7 @@ impl LocalAggregate {
             passing: false,
             taken: Vec::new(),
             keys: BatchKeys::default(),
+            last_slice: Window::new(0, 0),
         }
     }
 
@@ -82,7 +85,8 @@ impl LocalAggregate {
     /// `key`, to fold into its slice when the sender's watermark has not
     /// passed that slice. `false`: send the event on as it is.
     pub fn take(&mut self, index: usize, timestamp: i64, key: &[u8]) -> bool {
-        let slice = self.slicing.slice_of(timestamp);
+        let slice = self.slicing.slice_near(timestamp, self.last_slice);
+        self.last_slice = slice;
         if self.passing || slice.max_timestamp() <= self.watermark {
             return false;
         }

@@ -135,6 +135,17 @@ impl Slicing {
         Window::new(start, start.saturating_add(self.slice))
     }
 
+    /// The slice holding `timestamp`, trying `last` (the slice found
+    /// before) first: a batch's events mostly share one, and the division
+    /// is then skipped.
+    pub(crate) fn slice_near(&self, timestamp: i64, last: Window) -> Window {
+        if last.start <= timestamp && timestamp < last.end {
+            last
+        } else {
+            self.slice_of(timestamp)
+        }
+    }
+
     /// The windows that contain `slice`, earliest first.
     pub(crate) fn windows(&self, slice: &Window) -> impl Iterator<Item = Window> + use<> {
         let (step, size, first_end) = (self.slice, self.size, slice.end);
@@ -318,6 +329,14 @@ mod tests {
             assert_eq!((slices[0].start, slices[4].end), (window.start, window.end));
         }
         assert_eq!(slicing.slice_of(-1), Window::new(-2_000, 0));
+        // The last slice found is reused only for its own timestamps.
+        for ts in [-1, 0, 11_999, 12_000, 12_345, 13_999, 14_000] {
+            assert_eq!(slicing.slice_near(ts, slice), slicing.slice_of(ts), "{ts}");
+            assert_eq!(
+                slicing.slice_near(ts, Window::new(0, 0)),
+                slicing.slice_of(ts)
+            );
+        }
         let tumbling = Slicing::of(&WindowSpec::Tumbling { size_ms: 10 }).unwrap();
         assert!(tumbling.whole());
         let slice = tumbling.slice_of(19);

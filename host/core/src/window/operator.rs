@@ -404,10 +404,12 @@ impl WindowOperator {
         let mut group_hashes: Vec<u64> = Vec::with_capacity(events.len());
         let mut key_hashes: Vec<Option<KeyHash>> = Vec::with_capacity(events.len());
         let mut assignments: Vec<u32> = Vec::with_capacity(events.len() * 2);
+        let mut last_slice = Window::new(0, 0);
         for (index, event) in events.iter().enumerate() {
             let unit = match self.slicing {
                 Some(slicing) => {
-                    let slice = slicing.slice_of(event.timestamp);
+                    let slice = slicing.slice_near(event.timestamp, last_slice);
+                    last_slice = slice;
                     if self.is_late(&slicing.last_window(&slice)) {
                         out.late.push_event(event);
                         continue;

@@ -114,6 +114,35 @@ impl Entry {
     }
 }
 
+/// Up to 16 bytes as two words that together hold every byte (as
+/// foldhash reads short input: the first and last 8, 4 or 1 bytes).
+fn short_key_words(key: &[u8]) -> (u64, u64) {
+    let len = key.len();
+    let word = |at: usize| u64::from_le_bytes(key[at..at + 8].try_into().unwrap_or_default());
+    let half = |at: usize| {
+        u64::from(u32::from_le_bytes(
+            key[at..at + 4].try_into().unwrap_or_default(),
+        ))
+    };
+    if len >= 8 {
+        (word(0), word(len - 8))
+    } else if len >= 4 {
+        (half(0), half(len - 4))
+    } else if len > 0 {
+        let bytes =
+            u64::from(key[0]) << 16 | u64::from(key[len / 2]) << 8 | u64::from(key[len - 1]);
+        (bytes, 0)
+    } else {
+        (0, 0)
+    }
+}
+
+/// The 128-bit product of `a` and `b`, its halves xor-ed.
+fn folded_multiply(a: u64, b: u64) -> u64 {
+    let full = u128::from(a) * u128::from(b);
+    (full as u64) ^ ((full >> 64) as u64)
+}
+
 /// The table hash of an entry whose key hashed to `half`: both the bucket
 /// (low bits) and the control byte (top bits) come from those 32 bits.
 fn table_hash(half: u32) -> u64 {
@@ -215,6 +244,8 @@ pub(super) struct SliceCache {
     /// Bytes of all entries.
     bytes: usize,
     budget: usize,
+    /// Mixed into [`Self::hash`]'s short keys.
+    seeds: [u64; 2],
     /// Longer keys are not cached.
     max_key: usize,
     /// Slices ending at or before this may have entries in the store that
@@ -229,9 +260,11 @@ impl SliceCache {
     /// An empty cache written out past `budget` bytes, holding keys of up
     /// to `max_key` bytes (at most [`MAX_KEY`]).
     pub(super) fn new(budget: usize, max_key: usize) -> Self {
+        let hasher = foldhash::fast::RandomState::default();
         SliceCache {
             slices: Slices::default(),
-            hasher: foldhash::fast::RandomState::default(),
+            seeds: [hasher.hash_one(1u64), hasher.hash_one(2u64)],
+            hasher,
             bytes: 0,
             budget,
             max_key: max_key.min(MAX_KEY),
@@ -249,11 +282,18 @@ impl SliceCache {
     /// The hash to look `key` up with; `None` for a key too long to cache,
     /// whose state the store keeps.
     pub(super) fn hash(&self, key: Option<&[u8]>) -> Option<KeyHash> {
-        if key.is_some_and(|k| k.len() > self.max_key) {
-            return None;
-        }
-        // The high half: foldhash mixes it best.
-        Some(KeyHash((self.hasher.hash_one(key) >> 32) as u32))
+        let hash = match key {
+            Some(k) if k.len() > self.max_key => return None,
+            // Most keys (ids, short names) are two words at most, hashed
+            // inline: the generic path was 2 % of a q5 run.
+            Some(k) if k.len() <= 16 => {
+                let (a, b) = short_key_words(k);
+                folded_multiply(a ^ self.seeds[0], b ^ self.seeds[1] ^ k.len() as u64)
+            }
+            _ => self.hasher.hash_one(key),
+        };
+        // The high half: the multiply mixes it best.
+        Some(KeyHash((hash >> 32) as u32))
     }
 
     /// Whether only the store can tell `key`'s accumulator in `slice`:
@@ -498,6 +538,45 @@ mod tests {
     #[test]
     fn an_entry_is_32_bytes() {
         assert_eq!(std::mem::size_of::<Entry>(), 32);
+    }
+
+    #[test]
+    fn every_byte_of_a_short_key_is_hashed() {
+        for len in 0..=16usize {
+            let key: Vec<u8> = (0..len as u8).map(|b| b.wrapping_mul(37)).collect();
+            for at in 0..len {
+                let mut other = key.clone();
+                other[at] ^= 0x5a;
+                assert_ne!(short_key_words(&key), short_key_words(&other), "{len} {at}");
+            }
+        }
+    }
+
+    #[test]
+    fn numeric_keys_spread_over_a_tables_buckets_and_control_bytes() {
+        let cache = SliceCache::new(BUDGET, MAX_KEY);
+        let hashes: Vec<u64> = (1000..11_000u32)
+            .map(|n| table_hash(cache.hash(Some(n.to_string().as_bytes())).unwrap().0))
+            .collect();
+        let distinct = |bits: fn(u64) -> u64| {
+            hashes
+                .iter()
+                .map(|h| bits(*h))
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+        };
+        // 10 000 random keys over 16 384 buckets fill about 7 500.
+        assert!(
+            distinct(|h| h & 0x3fff) > 7_000,
+            "{}",
+            distinct(|h| h & 0x3fff)
+        );
+        // hashbrown's control byte is the top 7 bits.
+        assert_eq!(distinct(|h| h >> 57), 128);
+        assert_ne!(
+            cache.hash(None).unwrap().0,
+            cache.hash(Some(b"")).unwrap().0
+        );
     }
 
     fn slice(start: i64) -> Window {
