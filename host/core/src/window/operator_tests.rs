@@ -134,6 +134,15 @@ fn values(bytes: &[u8]) -> Vec<String> {
         .collect()
 }
 
+/// Advances `op` to `watermark`; the values of what fired, in order.
+fn fired_at(op: &mut WindowOperator, watermark: i64) -> Vec<String> {
+    op.advance(watermark)
+        .unwrap()
+        .iter()
+        .flat_map(|r| values(r))
+        .collect()
+}
+
 /// Feeds `(key, ts, value)` events in batches of `batch`, advancing the
 /// watermark (`delay` out-of-orderness) after each, then to the end.
 fn run(op: &mut WindowOperator, events: &[(&str, i64, &str)], batch: usize, delay: u64) -> Run {
@@ -145,9 +154,7 @@ fn run(op: &mut WindowOperator, events: &[(&str, i64, &str)], batch: usize, dela
         &mut BoundedOutOfOrderness::new(delay),
         &mut out,
     );
-    for r in op.advance(END_OF_TIME).unwrap() {
-        out.results.extend(values(&r));
-    }
+    out.results.extend(fired_at(op, END_OF_TIME));
     out
 }
 
@@ -286,12 +293,7 @@ fn keys_in_the_events_beside_them_or_selected_here_group_alike() {
             op.process(&writer.finish(), keys, out).unwrap();
             op.advance(19).unwrap();
         }
-        let fired: Vec<String> = op
-            .advance(END_OF_TIME)
-            .unwrap()
-            .iter()
-            .flat_map(|r| values(r))
-            .collect();
+        let fired = fired_at(&mut op, END_OF_TIME);
         assert_eq!(fired, ["/a@20..30=2"], "{mode}");
         // The late event leaves with its key, whichever way it came.
         let late: Vec<_> = Batch::new(&late.finish())
@@ -694,14 +696,10 @@ fn restored_equals_straight(spec: WindowSpec, lateness: u64, events: &[(&str, i6
                     feed(&mut op, &[*event], 1, &mut wm, &mut out);
                 } else {
                     wm.observe(event.1);
-                    for r in op.advance(wm.watermark()).unwrap() {
-                        out.results.extend(values(&r));
-                    }
+                    out.results.extend(fired_at(&mut op, wm.watermark()));
                 }
             }
-            for r in op.advance(END_OF_TIME).unwrap() {
-                out.results.extend(values(&r));
-            }
+            out.results.extend(fired_at(&mut op, END_OF_TIME));
         }
         let (mut expected, mut got) = (straight.results.clone(), out.results);
         expected.sort();
@@ -858,9 +856,7 @@ fn run_cached(
             op.checkpoint(&at).unwrap()().unwrap();
         }
     }
-    for r in op.advance(END_OF_TIME).unwrap() {
-        out.results.extend(values(&r));
-    }
+    out.results.extend(fired_at(&mut op, END_OF_TIME));
     let left = op.stored_keys();
     (out, left)
 }
@@ -982,12 +978,7 @@ fn partials_merge_into_held_state_and_bad_ones_are_refused() {
     op.merge_partials(&partials(&[(0, 10, "a", 3)]), &mut results)
         .unwrap();
     assert!(results.is_empty());
-    let fired: Vec<String> = op
-        .advance(END_OF_TIME)
-        .unwrap()
-        .iter()
-        .flat_map(|b| values(b))
-        .collect();
+    let fired = fired_at(&mut op, END_OF_TIME);
     assert_eq!(fired, ["a@0..10=5", "b@10..20=1"]);
 
     let mut op = operator(WindowSpec::Tumbling { size_ms: 10 }, 0, Box::new(Count));
