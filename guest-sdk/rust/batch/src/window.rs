@@ -148,6 +148,7 @@ impl SlotsWriter {
     }
 
     /// Appends a slot (`None`: empty).
+    #[inline]
     pub fn push(&mut self, slot: Option<&[u8]>) {
         match slot {
             Some(bytes) => self.push_with(|buf| buf.extend_from_slice(bytes)),

@@ -24,7 +24,6 @@ use serde::{Deserialize, Serialize};
 
 use foldhash::HashMap;
 use hashbrown::HashTable;
-use smallvec::SmallVec;
 
 use weir_batch::window::{FiredWindows, FiredWriter, Slots, SlotsWriter};
 use weir_batch::{Batch, BatchWriter, EventRef, event_count};
@@ -979,21 +978,33 @@ impl WindowOperator {
             }
             FunctionKind::Aggregate => {
                 while (0..lists.windows()).any(|w| lists.count(w) > 1) {
-                    let (mut left, mut right) = (SlotsWriter::new(), SlotsWriter::new());
+                    // Each side gets about half the bytes, and a length
+                    // per state: no buffer grows while it is written.
+                    let room = lists.byte_len() / 2 + 4 * lists.state_count() + 8;
+                    let (mut left, mut right) = (
+                        SlotsWriter::with_capacity(room),
+                        SlotsWriter::with_capacity(room),
+                    );
                     let mut pairs = 0;
                     for window in 0..lists.windows() {
-                        for pair in lists.states(window).chunks_exact(2) {
-                            left.push(Some(pair[0]));
-                            right.push(Some(pair[1]));
+                        let states = lists.range(window);
+                        for pair in 0..states.len() / 2 {
+                            let first = states.start + 2 * pair;
+                            left.push(Some(lists.state(first)));
+                            right.push(Some(lists.state(first + 1)));
                             pairs += 1;
                         }
                     }
                     let merged = self.function.merge(&left.finish(), &right.finish())?;
                     let slots = returned(&merged, pairs, "merge")?;
                     let mut merged = slots.iter();
-                    let mut next = Accumulators::default();
+                    let mut next = Accumulators::with_capacity(
+                        lists.byte_len(),
+                        lists.state_count() - pairs,
+                        lists.windows(),
+                    );
                     for window in 0..lists.windows() {
-                        let states = lists.states(window);
+                        let states = lists.range(window);
                         for _ in 0..states.len() / 2 {
                             let slot = merged.next().flatten().ok_or_else(|| {
                                 bad_output("`merge` returned an empty slot".into())
@@ -1001,7 +1012,7 @@ impl WindowOperator {
                             next.push_state(slot);
                         }
                         if states.len() % 2 == 1 {
-                            next.push_state(states[states.len() - 1]);
+                            next.push_state(lists.state(states.end - 1));
                         }
                         next.end_window();
                     }
@@ -1117,6 +1128,15 @@ struct Accumulators {
 }
 
 impl Accumulators {
+    /// Empty, with room for `bytes` of `states` in `windows`.
+    fn with_capacity(bytes: usize, states: usize, windows: usize) -> Self {
+        Accumulators {
+            bytes: Vec::with_capacity(bytes),
+            state_ends: Vec::with_capacity(states),
+            window_ends: Vec::with_capacity(windows),
+        }
+    }
+
     /// Adds a state to the window being built.
     fn push_state(&mut self, state: &[u8]) {
         self.bytes.extend_from_slice(state);
@@ -1149,21 +1169,27 @@ impl Accumulators {
         self.range(window).len()
     }
 
+    /// States in all windows.
+    fn state_count(&self) -> usize {
+        self.state_ends.len()
+    }
+
+    /// State `index` (of all windows', in the order pushed).
+    fn state(&self, index: usize) -> &[u8] {
+        let start = index.checked_sub(1).map_or(0, |b| self.state_ends[b]);
+        &self.bytes[start..self.state_ends[index]]
+    }
+
     /// The states of window `window`, in the order pushed.
-    fn states(&self, window: usize) -> SmallVec<[&[u8]; 8]> {
-        self.range(window)
-            .map(|state| {
-                let start = state.checked_sub(1).map_or(0, |b| self.state_ends[b]);
-                &self.bytes[start..self.state_ends[state]]
-            })
-            .collect()
+    fn states(&self, window: usize) -> impl ExactSizeIterator<Item = &[u8]> {
+        self.range(window).map(|state| self.state(state))
     }
 
     /// The state of window `window` once combined: `None` if it has none.
     fn only(&self, window: usize) -> Option<&[u8]> {
-        let states = self.states(window);
+        let states = self.range(window);
         debug_assert!(states.len() <= 1, "combined");
-        states.first().copied()
+        (!states.is_empty()).then(|| self.state(states.start))
     }
 }
 
@@ -1290,9 +1316,12 @@ mod tests {
         lists.end_window();
         assert_eq!(lists.windows(), 3);
         assert_eq!(lists.byte_len(), 6);
-        assert_eq!(lists.states(0).as_slice(), [&b"a"[..], b"", b"ccc"]);
+        assert_eq!(
+            lists.states(0).collect::<Vec<_>>(),
+            [&b"a"[..], b"", b"ccc"]
+        );
         assert_eq!(lists.count(0), 3);
-        assert!(lists.states(1).is_empty());
+        assert_eq!(lists.states(1).len(), 0);
         assert_eq!(lists.count(2), 1);
         assert_eq!(lists.only(1), None);
         assert_eq!(lists.only(2), Some(&b"dd"[..]));
