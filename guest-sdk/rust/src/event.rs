@@ -376,7 +376,7 @@ impl JsonObject<'_> {
         self.first = false;
         if !json::needs_escape(name.as_bytes()) {
             self.buf.push(b'"');
-            self.buf.extend_from_slice(name.as_bytes());
+            weir_batch::extend_short(self.buf, name.as_bytes());
             self.buf.extend_from_slice(b"\":");
         } else {
             self.string(name);

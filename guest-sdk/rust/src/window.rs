@@ -210,7 +210,8 @@ impl postcard::ser_flavors::Flavor for SlotFlavor<'_> {
 
     #[inline(always)]
     fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
-        self.0.extend_from_slice(bytes);
+        // Postcard's varints are a few bytes.
+        crate::batch::extend_short(self.0, bytes);
         Ok(())
     }
 

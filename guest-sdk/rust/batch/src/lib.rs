@@ -47,6 +47,22 @@ pub fn event_count(bytes: &[u8]) -> usize {
     read_u32(bytes, 0).map_or(0, |n| n as usize)
 }
 
+/// Appends `bytes` to `buf`, for copies usually a few bytes long (keys,
+/// field names, accumulators).
+///
+/// In WebAssembly a copy of unknown length compiles to `memory.copy`,
+/// which Wasmtime runs as a call out of the guest into the host: more
+/// than pushing a dozen bytes one by one. Natively it is
+/// `extend_from_slice`.
+#[inline(always)]
+pub fn extend_short(buf: &mut Vec<u8>, bytes: &[u8]) {
+    if cfg!(target_family = "wasm") && bytes.len() <= 16 {
+        bytes.iter().for_each(|b| buf.push(*b));
+    } else {
+        buf.extend_from_slice(bytes);
+    }
+}
+
 /// Marks an event without a key in the `key_len` field.
 pub const NO_KEY: u32 = u32::MAX;
 
@@ -475,7 +491,7 @@ impl BatchWriter {
     ) {
         self.write_fixed(timestamp, key, value.len(), header_count);
         self.buf.extend_from_slice(value);
-        self.buf.extend_from_slice(raw_headers);
+        extend_short(&mut self.buf, raw_headers);
         self.count += 1;
     }
 
@@ -510,7 +526,7 @@ impl BatchWriter {
         write_value: impl FnOnce(&mut Vec<u8>),
     ) {
         self.push_value_with(timestamp, key, header_count, write_value);
-        self.buf.extend_from_slice(raw_headers);
+        extend_short(&mut self.buf, raw_headers);
     }
 
     /// Writes the fixed part, the key and the value; the caller writes
@@ -541,7 +557,7 @@ impl BatchWriter {
         fixed[16..].copy_from_slice(&headers.to_le_bytes());
         self.buf.extend_from_slice(&fixed);
         if let Some(key) = key {
-            self.buf.extend_from_slice(key);
+            extend_short(&mut self.buf, key);
         }
     }
 
@@ -600,6 +616,17 @@ fn len_u32(len: usize) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn extend_short_appends_every_byte_at_every_length() {
+        let bytes: Vec<u8> = (0..40).collect();
+        for len in 0..=bytes.len() {
+            let mut buf = vec![255];
+            extend_short(&mut buf, &bytes[..len]);
+            assert_eq!(buf[0], 255);
+            assert_eq!(&buf[1..], &bytes[..len]);
+        }
+    }
 
     fn sample() -> Vec<u8> {
         let mut w = BatchWriter::new();

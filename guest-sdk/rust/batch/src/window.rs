@@ -151,7 +151,7 @@ impl SlotsWriter {
     #[inline]
     pub fn push(&mut self, slot: Option<&[u8]>) {
         match slot {
-            Some(bytes) => self.push_with(|buf| buf.extend_from_slice(bytes)),
+            Some(bytes) => self.push_with(|buf| crate::extend_short(buf, bytes)),
             None => {
                 self.buf.extend_from_slice(&EMPTY_SLOT.to_le_bytes());
                 self.count += 1;
