@@ -155,6 +155,12 @@ impl Slicing {
         })
     }
 
+    /// The first window that contains `slice` (the first of
+    /// [`Self::windows`], without its division): it fires first.
+    pub(crate) fn first_window(&self, slice: &Window) -> Window {
+        Window::new(slice.end.saturating_sub(self.size), slice.end)
+    }
+
     /// The slice just before `slice`. It is in every window of `slice` but
     /// the last.
     pub(crate) fn previous(&self, slice: &Window) -> Window {
@@ -322,6 +328,7 @@ mod tests {
         let holding: Vec<Window> = slicing.windows(&slice).collect();
         assert_eq!(holding, assigned);
         assert_eq!(slicing.last_window(&slice), *holding.last().unwrap());
+        assert_eq!(slicing.first_window(&slice), holding[0]);
         for window in holding {
             let slices: Vec<Window> = slicing.slices(&window).collect();
             assert_eq!(slices.len(), 5);
@@ -341,6 +348,7 @@ mod tests {
         assert!(tumbling.whole());
         let slice = tumbling.slice_of(19);
         assert_eq!(tumbling.windows(&slice).collect::<Vec<_>>(), [slice]);
+        assert_eq!(tumbling.first_window(&slice), slice);
         assert!(Slicing::of(&WindowSpec::Session { gap_ms: 5 }).is_none());
     }
 

@@ -669,7 +669,7 @@ impl WindowOperator {
         };
         // The windows holding a slice fire in time order: none of them has
         // fired unless the first has.
-        let fired = self.already_fired(&slicing.windows(&unit).next().unwrap_or(unit));
+        let fired = self.already_fired(&slicing.first_window(&unit));
         if !new && !fired {
             return Ok(()); // the hot path: a slice whose windows have their timers
         }

@@ -87,15 +87,8 @@ impl Entry {
         self.dirty = dirty;
         let at = self.key_bytes();
         if self.data.len() - at == acc.len() {
-            // The usual update: same size, in place; a counter's 8 bytes
-            // without a call.
-            match (
-                self.data[at..].first_chunk_mut::<8>(),
-                acc.first_chunk::<8>(),
-            ) {
-                (Some(to), Some(from)) if acc.len() == 8 => *to = *from,
-                _ => self.data[at..].copy_from_slice(acc),
-            }
+            // The usual update: same size, in place.
+            copy_short(&mut self.data[at..], acc);
             return 0;
         }
         let before = self.size();
@@ -111,6 +104,27 @@ impl Entry {
             0
         };
         std::mem::size_of::<Entry>() + heap
+    }
+}
+
+/// Copies `from` into `to`, of the same length. Accumulators are mostly
+/// a few bytes (a counter's varint is one): up to 16 are moved as two
+/// overlapping words, halves or bytes, without a call to `memcpy`.
+fn copy_short(to: &mut [u8], from: &[u8]) {
+    let len = from.len();
+    debug_assert_eq!(to.len(), len);
+    if len > 16 || to.len() != len {
+        to.copy_from_slice(from);
+    } else if len >= 8 {
+        to[..8].copy_from_slice(&from[..8]);
+        to[len - 8..].copy_from_slice(&from[len - 8..]);
+    } else if len >= 4 {
+        to[..4].copy_from_slice(&from[..4]);
+        to[len - 4..].copy_from_slice(&from[len - 4..]);
+    } else if len > 0 {
+        to[0] = from[0];
+        to[len / 2] = from[len / 2];
+        to[len - 1] = from[len - 1];
     }
 }
 
@@ -538,6 +552,16 @@ mod tests {
     #[test]
     fn an_entry_is_32_bytes() {
         assert_eq!(std::mem::size_of::<Entry>(), 32);
+    }
+
+    #[test]
+    fn copy_short_copies_every_byte_at_every_length() {
+        let from: Vec<u8> = (1..=24).collect();
+        for len in 0..=from.len() {
+            let mut to = vec![0; len];
+            copy_short(&mut to, &from[..len]);
+            assert_eq!(to, &from[..len]);
+        }
     }
 
     #[test]
