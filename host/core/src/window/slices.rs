@@ -107,12 +107,12 @@ impl Entry {
     }
 }
 
-/// Copies `from` into `to`, of the same length. Accumulators are mostly
-/// a few bytes (a counter's varint is one): up to 16 are moved as two
-/// overlapping words, halves or bytes, without a call to `memcpy`.
+/// Copies `from` into `to`, of the same length (or panics, as
+/// `copy_from_slice` does). Accumulators are mostly a few bytes (a
+/// counter's varint is one): up to 16 are moved as two overlapping words,
+/// halves or bytes, without a call to `memcpy`.
 fn copy_short(to: &mut [u8], from: &[u8]) {
     let len = from.len();
-    debug_assert_eq!(to.len(), len);
     if len > 16 || to.len() != len {
         to.copy_from_slice(from);
     } else if len >= 8 {
@@ -562,6 +562,8 @@ mod tests {
             copy_short(&mut to, &from[..len]);
             assert_eq!(to, &from[..len]);
         }
+        let mismatched = std::panic::catch_unwind(|| copy_short(&mut [0; 3], &[1; 2]));
+        assert!(mismatched.is_err(), "lengths that differ are refused");
     }
 
     #[test]
