@@ -21,7 +21,8 @@ pub struct HotItems {
 }
 
 /// The best count so far and the items that have it, plus the bounds of
-/// the first stage's window.
+/// the first stage's window (from the first row: every row of a window
+/// has the same).
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Best {
     num: u64,
@@ -61,28 +62,40 @@ impl Aggregate for HotItems {
     }
 
     fn add(&mut self, acc: &mut Best, event: &Event<'_>) -> Result<(), Error> {
-        // Four fields of the row, read in place in one walk.
-        let [item, num, start, end] = event.fields().pick([
-            self.item_field.as_str(),
-            self.count_field.as_str(),
-            "window_start",
-            "window_end",
-        ])?;
         let unsigned = |value: Option<Value<'_>>, name: &str| {
             value
                 .and_then(|v| v.as_u64())
                 .ok_or_else(|| Error::new(format!("no unsigned integer field `{name}`")))
         };
+        let fields = event.fields();
+        let names = [self.item_field.as_str(), self.count_field.as_str()];
+        let (item, num) = if acc.items.is_empty() {
+            // The first row of the window also gives its bounds (every
+            // row of it has the same): four fields read in one walk.
+            let [item, num, start, end] =
+                fields.pick([names[0], names[1], "window_start", "window_end"])?;
+            let time =
+                |value: Option<Value<'_>>| value.and_then(|v| v.as_i64()).unwrap_or_default();
+            acc.window_start = time(start);
+            acc.window_end = time(end);
+            (item, num)
+        } else {
+            // The others: a walk that stops at the count (the first two
+            // fields of `window-count`'s rows).
+            let [item, num] = fields.pick(names)?;
+            (item, num)
+        };
         let item = unsigned(item, &self.item_field)?;
         let num = unsigned(num, &self.count_field)?;
-        let time = |value: Option<Value<'_>>| value.and_then(|v| v.as_i64()).unwrap_or_default();
-        acc.window_start = time(start);
-        acc.window_end = time(end);
         Self::offer(acc, item, num);
         Ok(())
     }
 
     fn merge(&mut self, acc: &mut Best, other: Best) {
+        if acc.items.is_empty() {
+            acc.window_start = other.window_start;
+            acc.window_end = other.window_end;
+        }
         for item in other.items {
             Self::offer(acc, item, other.num);
         }
@@ -134,6 +147,38 @@ mod tests {
                 r#"{"auction":2,"num":5,"window_start":0,"window_end":10}"#,
                 r#"{"auction":3,"num":5,"window_start":0,"window_end":10}"#,
             ]
+        );
+    }
+
+    #[test]
+    fn the_bounds_come_from_the_first_row_and_survive_a_merge() {
+        // Rows after a window's first are read only up to the count.
+        let rows = [
+            r#"{"auction":1,"num":3,"window_start":0,"window_end":10}"#,
+            r#"{"auction":2,"num":4,"window_start":"not read"}"#,
+        ];
+        let out = weir_guest::testing::run_aggregate::<HotItems>(
+            &[],
+            2,
+            &[("10", 9, rows[0]), ("10", 9, rows[1])],
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            [r#"{"auction":2,"num":4,"window_start":0,"window_end":10}"#]
+        );
+        let mut hot = HotItems::new(&Config::default()).unwrap();
+        let mut empty = Best::default();
+        let full = Best {
+            num: 4,
+            items: vec![2],
+            window_start: 0,
+            window_end: 10,
+        };
+        hot.merge(&mut empty, full);
+        assert_eq!(
+            (empty.num, empty.items, empty.window_start, empty.window_end),
+            (4, vec![2], 0, 10)
         );
     }
 
