@@ -83,7 +83,7 @@ fn a_component_of_the_wrong_world_names_expected_and_found() {
     let out = case.run();
     assert!(!out.ok);
     assert!(
-        out.stderr.contains("does not implement a Weir operator world: expected an export `weir:operator/stateless@0.1.1` or `weir:operator/aggregate@0.1.1`")
+        out.stderr.contains("does not implement a Weir operator world: expected an export `weir:operator/stateless@0.1.2` or `weir:operator/aggregate@0.1.2`")
             && out.stderr.contains("found exports [wasi:cli/run@"),
         "{}",
         out.stderr

@@ -33,7 +33,7 @@ fn weir_inspect_shows_world_version_size_and_digest() {
         out.stdout
     );
     assert!(
-        out.stdout.contains("contract  weir:operator@0.1.1"),
+        out.stdout.contains("contract  weir:operator@0.1.2"),
         "{}",
         out.stdout
     );

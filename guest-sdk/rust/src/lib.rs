@@ -201,6 +201,7 @@ macro_rules! export_aggregate {
         #[cfg(target_arch = "wasm32")]
         const _: () = {
             use weir::aggregate::exports::weir::operator::aggregate::Guest;
+            use weir::aggregate::exports::weir::operator::aggregate_slices::Guest as SlicesGuest;
             use weir::aggregate::weir::operator::types::{ConfigEntry, OperatorError};
             use $crate::__private as weir;
             use $crate::window as w;
@@ -253,6 +254,19 @@ macro_rules! export_aggregate {
                     with_instance(|a| {
                         let mut out = $crate::Output::new();
                         w::run_result(a, &windows, &mut out)?;
+                        ::std::result::Result::Ok(out.finish())
+                    })
+                    .map_err(error)
+                }
+            }
+
+            impl SlicesGuest for WeirExport {
+                fn get_result_of_slices(
+                    windows: ::std::vec::Vec<u8>,
+                ) -> ::std::result::Result<::std::vec::Vec<u8>, OperatorError> {
+                    with_instance(|a| {
+                        let mut out = $crate::Output::new();
+                        w::run_result_of_slices(a, &windows, &mut out)?;
                         ::std::result::Result::Ok(out.finish())
                     })
                     .map_err(error)
@@ -404,7 +418,7 @@ pub mod __private {
     pub mod aggregate {
         wit_bindgen::generate!({
             path: "../../wit",
-            world: "aggregate-operator",
+            world: "sliced-aggregate-operator",
             pub_export_macro: true,
         });
     }

@@ -334,6 +334,47 @@ pub fn run_result<A: Aggregate>(
     Ok(())
 }
 
+/// What the component's `get-result-of-slices` does: each window's slice
+/// accumulators merged in order with [`Aggregate::merge`], then
+/// [`Aggregate::result`] — a sliding window fired in one call.
+///
+/// # Errors
+/// Malformed buffers or accumulators, a window without slices or with an
+/// empty one, or the first window `aggregate` failed on.
+pub fn run_result_of_slices<A: Aggregate>(
+    aggregate: &mut A,
+    windows: &[u8],
+    out: &mut Output,
+) -> Result<(), BatchError> {
+    let fired = FiredWindows::new(windows).map_err(|e| batch_error(e.to_string(), None))?;
+    for (index, w) in fired.iter().enumerate() {
+        let index = u32::try_from(index).unwrap_or(u32::MAX);
+        let bad = |what: String| batch_error(what, Some(index));
+        let mut slices = Slots::new(w.payload)
+            .map_err(|e| bad(format!("a window's slices: {e}")))?
+            .iter();
+        let empty = || bad("a window with an empty slice".into());
+        let mut acc: A::Acc = decode(Some(
+            slices
+                .next()
+                .ok_or_else(|| bad("a window without slices".into()))?
+                .ok_or_else(empty)?,
+        ))?;
+        for slice in slices {
+            aggregate.merge(&mut acc, decode(Some(slice.ok_or_else(empty)?))?);
+        }
+        let window = Window {
+            start: w.start,
+            end: w.end,
+            key: w.key,
+        };
+        aggregate
+            .result(&window, acc, out)
+            .map_err(|e| batch_error(e.to_string(), Some(index)))?;
+    }
+    Ok(())
+}
+
 /// What the component's `process` does for a whole-window function.
 ///
 /// # Errors
@@ -416,8 +457,11 @@ mod tests {
         fn merge(&mut self, acc: &mut u64, other: u64) {
             *acc += other;
         }
-        fn result(&mut self, _: &Window<'_>, _: u64, _: &mut Output) -> Result<(), Error> {
-            Ok(())
+        fn result(&mut self, w: &Window<'_>, acc: u64, out: &mut Output) -> Result<(), Error> {
+            w.emit_object(out, |row| {
+                row.u64("sum", acc);
+                Ok(())
+            })
         }
     }
 
@@ -465,5 +509,48 @@ mod tests {
         let failing = events(&["1", "0", "0"]);
         let e = run_add(&mut Sum, &empty(), &failing, &[0, 0, 1, 0, 2, 0]).unwrap_err();
         assert_eq!((e.event_index, e.message.as_str()), (Some(1), "zero"));
+    }
+
+    fn slices(accs: &[Option<u64>]) -> Vec<u8> {
+        let mut slots = SlotsWriter::new();
+        for acc in accs {
+            match acc {
+                Some(acc) => encode(acc, &mut slots).unwrap(),
+                None => slots.push(None),
+            }
+        }
+        slots.finish()
+    }
+
+    #[test]
+    fn a_window_of_slices_is_merged_in_order_then_turned_into_its_result() {
+        let mut fired = crate::batch::window::FiredWriter::new();
+        fired.push(0, 10, Some(b"a"), &slices(&[Some(1), Some(2), Some(30)]));
+        fired.push(2, 12, Some(b"b"), &slices(&[Some(7)]));
+        let mut out = Output::new();
+        run_result_of_slices(&mut Sum, &fired.finish(), &mut out).unwrap();
+        let bytes = out.finish();
+        let rows: Vec<(i64, &[u8])> = Batch::new(&bytes)
+            .unwrap()
+            .iter()
+            .map(|e| (e.timestamp, e.value))
+            .collect();
+        assert_eq!(rows, [(9, &br#"{"sum":33}"#[..]), (11, br#"{"sum":7}"#)]);
+    }
+
+    #[test]
+    fn a_window_without_slices_or_with_an_empty_one_is_refused_by_index() {
+        let err = |second: &[Option<u64>]| {
+            let mut fired = crate::batch::window::FiredWriter::new();
+            fired.push(0, 10, None, &slices(&[Some(1)]));
+            fired.push(2, 12, None, &slices(second));
+            run_result_of_slices(&mut Sum, &fired.finish(), &mut Output::new()).unwrap_err()
+        };
+        let none = err(&[]);
+        assert_eq!(none.event_index, Some(1));
+        assert!(none.message.contains("without slices"), "{}", none.message);
+        let empty = err(&[Some(1), None]);
+        assert_eq!(empty.event_index, Some(1));
+        assert!(empty.message.contains("empty slice"), "{}", empty.message);
     }
 }

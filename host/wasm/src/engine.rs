@@ -7,22 +7,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::WasmError;
 use crate::limits::MemoryCap;
-use crate::operator::bindings::{aggregate, keyed, stateless, window};
+use crate::operator::bindings::{aggregate, keyed, sliced, stateless, window};
 
 /// The contract version this host implements. It accepts every component
 /// built against a semver-compatible version (`0.1.x`), as wasmtime links
 /// such exports by their compatible name.
-pub const CONTRACT_VERSION: &str = "0.1.1";
+pub const CONTRACT_VERSION: &str = "0.1.2";
 /// The compatible track: exports `weir:operator/…@0.1.*` are accepted.
 const ACCEPTED_TRACK: &str = "0.1.";
 /// The export a stateless operator component must have (one of the worlds).
-pub const STATELESS_EXPORT: &str = "weir:operator/stateless@0.1.1";
+pub const STATELESS_EXPORT: &str = "weir:operator/stateless@0.1.2";
 const EXPORT_PREFIX: &str = "weir:operator/";
 
 /// The operator worlds of the contract.
@@ -147,7 +147,12 @@ impl ComponentInfo {
 /// A pre-linked component of one of the worlds.
 pub(crate) enum Pre {
     Stateless(stateless::StatelessOperatorPre<HostState>),
-    Aggregate(aggregate::AggregateOperatorPre<HostState>),
+    /// The aggregate's exports, and `aggregate-slices`' when it has it.
+    Aggregate {
+        pre: InstancePre<HostState>,
+        aggregate: aggregate::AggregateOperatorIndices,
+        sliced: Option<sliced::SlicedAggregateOperatorIndices>,
+    },
     Window(window::WindowOperatorPre<HostState>),
     Keyed(keyed::KeyedProcessOperatorPre<HostState>),
 }
@@ -249,7 +254,13 @@ impl WasmEngine {
                 Pre::Stateless(stateless::StatelessOperatorPre::new(linked).map_err(link)?)
             }
             World::Aggregate => {
-                Pre::Aggregate(aggregate::AggregateOperatorPre::new(linked).map_err(link)?)
+                // Optional (contract 0.1.2): without it, sliding windows
+                // are fired through `merge` and `get-result`.
+                Pre::Aggregate {
+                    aggregate: aggregate::AggregateOperatorIndices::new(&linked).map_err(link)?,
+                    sliced: sliced::SlicedAggregateOperatorIndices::new(&linked).ok(),
+                    pre: linked,
+                }
             }
             World::Window => Pre::Window(window::WindowOperatorPre::new(linked).map_err(link)?),
             World::KeyedProcess => {

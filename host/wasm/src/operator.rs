@@ -29,6 +29,14 @@ pub(crate) mod bindings {
             with: { "weir:operator/types": crate::operator::bindings::stateless::weir::operator::types },
         });
     }
+    /// `aggregate` with `aggregate-slices`: used only for the second.
+    pub(crate) mod sliced {
+        wasmtime::component::bindgen!({
+            path: "../../wit",
+            world: "sliced-aggregate-operator",
+            with: { "weir:operator/types": crate::operator::bindings::stateless::weir::operator::types },
+        });
+    }
     pub(crate) mod window {
         wasmtime::component::bindgen!({
             path: "../../wit",
@@ -50,7 +58,11 @@ use bindings::stateless::weir::operator::types::{ConfigEntry, OperatorError};
 /// The instantiated exports of one of the worlds.
 enum Bindings {
     Stateless(bindings::stateless::StatelessOperator),
-    Aggregate(bindings::aggregate::AggregateOperator),
+    /// With `aggregate-slices` when the component exports it.
+    Aggregate(
+        bindings::aggregate::AggregateOperator,
+        Option<bindings::sliced::SlicedAggregateOperator>,
+    ),
     Window(bindings::window::WindowOperator),
     Keyed(bindings::keyed::KeyedProcessOperator),
 }
@@ -203,8 +215,19 @@ impl WasmOperator {
             Pre::Stateless(pre) => {
                 Bindings::Stateless(pre.instantiate(&mut store).map_err(cannot)?)
             }
-            Pre::Aggregate(pre) => {
-                Bindings::Aggregate(pre.instantiate(&mut store).map_err(cannot)?)
+            Pre::Aggregate {
+                pre,
+                aggregate,
+                sliced,
+            } => {
+                let instance = pre.instantiate(&mut store).map_err(cannot)?;
+                let aggregate = aggregate.load(&mut store, &instance).map_err(cannot)?;
+                let sliced = sliced
+                    .as_ref()
+                    .map(|indices| indices.load(&mut store, &instance))
+                    .transpose()
+                    .map_err(cannot)?;
+                Bindings::Aggregate(aggregate, sliced)
             }
             Pre::Window(pre) => Bindings::Window(pre.instantiate(&mut store).map_err(cannot)?),
             Pre::Keyed(pre) => Bindings::Keyed(pre.instantiate(&mut store).map_err(cannot)?),
@@ -218,7 +241,7 @@ impl WasmOperator {
         let store = &mut instance.store;
         let result = match &instance.bindings {
             Bindings::Stateless(b) => b.weir_operator_stateless().call_init(store, &self.config),
-            Bindings::Aggregate(b) => b.weir_operator_aggregate().call_init(store, &self.config),
+            Bindings::Aggregate(b, _) => b.weir_operator_aggregate().call_init(store, &self.config),
             Bindings::Window(b) => b.weir_operator_window().call_init(store, &self.config),
             Bindings::Keyed(b) => b
                 .weir_operator_keyed_process()
@@ -415,7 +438,7 @@ impl WindowFunction for WasmOperator {
         assignments: &[u32],
     ) -> Result<Vec<u8>, OperatorFailure> {
         self.window_call(|bindings, store| match bindings {
-            Bindings::Aggregate(b) => {
+            Bindings::Aggregate(b, _) => {
                 b.weir_operator_aggregate()
                     .call_add(store, accumulators, events, assignments)
             }
@@ -425,16 +448,37 @@ impl WindowFunction for WasmOperator {
 
     fn merge(&mut self, left: &[u8], right: &[u8]) -> Result<Vec<u8>, OperatorFailure> {
         self.window_call(|bindings, store| match bindings {
-            Bindings::Aggregate(b) => b.weir_operator_aggregate().call_merge(store, left, right),
+            Bindings::Aggregate(b, _) => b.weir_operator_aggregate().call_merge(store, left, right),
             _ => Ok(Err(wrong_world("merge"))),
         })
     }
 
     fn fire(&mut self, windows: &[u8]) -> Result<Vec<u8>, OperatorFailure> {
         self.window_call(|bindings, store| match bindings {
-            Bindings::Aggregate(b) => b.weir_operator_aggregate().call_get_result(store, windows),
+            Bindings::Aggregate(b, _) => {
+                b.weir_operator_aggregate().call_get_result(store, windows)
+            }
             Bindings::Window(b) => b.weir_operator_window().call_process(store, windows),
             Bindings::Stateless(_) | Bindings::Keyed(_) => Ok(Err(wrong_world("get-result"))),
+        })
+    }
+
+    fn fires_slices(&self) -> bool {
+        matches!(
+            self.component.pre,
+            Pre::Aggregate {
+                sliced: Some(_),
+                ..
+            }
+        )
+    }
+
+    fn fire_slices(&mut self, windows: &[u8]) -> Result<Vec<u8>, OperatorFailure> {
+        self.window_call(|bindings, store| match bindings {
+            Bindings::Aggregate(_, Some(b)) => b
+                .weir_operator_aggregate_slices()
+                .call_get_result_of_slices(store, windows),
+            _ => Ok(Err(wrong_world("get-result-of-slices"))),
         })
     }
 

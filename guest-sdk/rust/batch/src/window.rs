@@ -184,6 +184,19 @@ impl SlotsWriter {
         self.buf[..4].copy_from_slice(&self.count.to_le_bytes());
         self.buf
     }
+
+    /// The buffer as [`Self::finish`] would give it, keeping the writer
+    /// (to [`Self::clear`] and fill again without a new allocation).
+    pub fn bytes(&mut self) -> &[u8] {
+        self.buf[..4].copy_from_slice(&self.count.to_le_bytes());
+        &self.buf
+    }
+
+    /// Removes every slot, keeping the allocation.
+    pub fn clear(&mut self) {
+        self.buf.truncate(4);
+        self.count = 0;
+    }
 }
 
 /// One window that fires.
@@ -368,6 +381,22 @@ mod tests {
         for cut in 0..bytes.len() {
             assert!(Slots::new(&bytes[..cut]).is_err(), "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn a_cleared_slots_writer_writes_what_a_new_one_does() {
+        let mut w = SlotsWriter::new();
+        w.push(Some(b"old"));
+        let mut one = SlotsWriter::new();
+        one.push(Some(b"old"));
+        assert_eq!(w.bytes(), one.finish());
+        w.clear();
+        w.push(Some(b"ab"));
+        w.push(None);
+        let mut fresh = SlotsWriter::new();
+        fresh.push(Some(b"ab"));
+        fresh.push(None);
+        assert_eq!(w.bytes(), fresh.finish());
     }
 
     #[test]

@@ -268,6 +268,30 @@ pub trait WindowFunction: Send {
     /// The function failed.
     fn fire(&mut self, windows: &[u8]) -> Result<Vec<u8>, OperatorFailure>;
 
+    /// Whether [`Self::fire_slices`] is there: a sliding window is then
+    /// fired in one call with its slices' accumulators, not assembled by
+    /// rounds of [`Self::merge`] first (aggregate only).
+    fn fires_slices(&self) -> bool {
+        false
+    }
+
+    /// Turns fired windows whose payload is a slots buffer (the window's
+    /// slice accumulators, earliest first, at least one, none empty) into
+    /// output events: the slices merged in order, then what
+    /// [`Self::fire`] does. Called only when [`Self::fires_slices`].
+    ///
+    /// # Errors
+    /// The function failed; by default, it has no such call.
+    fn fire_slices(&mut self, windows: &[u8]) -> Result<Vec<u8>, OperatorFailure> {
+        let _ = windows;
+        Err(OperatorFailure {
+            kind: crate::operator::FailureKind::Reported,
+            message: format!("`{}` cannot fire a window from its slices", self.name()),
+            event_index: None,
+            output_before: Vec::new(),
+        })
+    }
+
     /// A second instance of the same function, with the same config, for
     /// the sending side of two-phase aggregation (see `local.rs`). `None`
     /// (the default): the function cannot be copied, and its stage

@@ -805,6 +805,39 @@ impl WindowOperator {
                 }
             }
         };
+        // A function that merges a window's slices itself gets them in
+        // the window's payload: one call per chunk, no rounds of `merge`.
+        if self.function.fires_slices() {
+            let mut fired = FiredWriter::new();
+            let mut slots = SlotsWriter::new();
+            for (index, (key, window)) in windows.iter().enumerate() {
+                if let Some(cache) = &self.cache {
+                    prefetch_ahead(index).for_each(|ahead| prefetch(cache, ahead));
+                }
+                let hash = hashes.get(index).copied().flatten();
+                for slice in slicing.slices(window) {
+                    if let Some(bytes) = self.load_hashed(key.as_deref(), &slice, hash)? {
+                        slots.push(Some(bytes));
+                    }
+                }
+                if !slots.is_empty() {
+                    fired.push(window.start, window.end, key.as_deref(), slots.bytes());
+                    slots.clear();
+                }
+                let last = index + 1 == windows.len();
+                if !fired.is_empty()
+                    && (last
+                        || fired.len() >= FIRE_CHUNK_WINDOWS
+                        || fired.byte_len() >= FIRE_CHUNK_BYTES)
+                {
+                    let chunk = std::mem::take(&mut fired).finish();
+                    let output = self.function.fire_slices(&chunk)?;
+                    Batch::new(&output).map_err(|e| bad_output(e.to_string()))?;
+                    outputs.push(output);
+                }
+            }
+            return Ok(outputs);
+        }
         // The chunk: its windows, and the stored slices of each.
         let mut heads: Vec<(&Key, Window)> = Vec::new();
         let mut states = Accumulators::default();

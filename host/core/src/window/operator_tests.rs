@@ -385,6 +385,95 @@ fn allowed_lateness_refires_a_window_with_the_late_event() {
     assert_eq!(r.late, ["too late"]);
 }
 
+/// [`Count`] that fires a sliding window from its slices itself, writing
+/// each slice's count in order; its `merge` must not be called.
+struct CountSlices;
+
+impl WindowFunction for CountSlices {
+    fn name(&self) -> &str {
+        "count-slices"
+    }
+    fn kind(&self) -> FunctionKind {
+        FunctionKind::Aggregate
+    }
+    fn add(
+        &mut self,
+        accs: &[u8],
+        events: &[u8],
+        pairs: &[u32],
+    ) -> Result<Vec<u8>, OperatorFailure> {
+        Count.add(accs, events, pairs)
+    }
+    fn merge(&mut self, _: &[u8], _: &[u8]) -> Result<Vec<u8>, OperatorFailure> {
+        panic!("a function that fires slices is not asked to merge them")
+    }
+    fn fire(&mut self, windows: &[u8]) -> Result<Vec<u8>, OperatorFailure> {
+        Count.fire(windows)
+    }
+    fn fires_slices(&self) -> bool {
+        true
+    }
+    fn fire_slices(&mut self, windows: &[u8]) -> Result<Vec<u8>, OperatorFailure> {
+        let mut out = BatchWriter::new();
+        for w in FiredWindows::new(windows).unwrap().iter() {
+            let counts: Vec<String> = Slots::new(w.payload)
+                .unwrap()
+                .iter()
+                .map(|slot| count_of(Some(slot.expect("no empty slice"))).to_string())
+                .collect();
+            let text = format!(
+                "{}@{}..{}={}",
+                String::from_utf8_lossy(w.key.unwrap_or(b"-")),
+                w.start,
+                w.end,
+                counts.join("+")
+            );
+            out.push(w.end - 1, w.key, text.as_bytes(), &[]);
+        }
+        Ok(out.finish())
+    }
+}
+
+#[test]
+fn a_function_that_merges_slices_itself_gets_each_windows_slices_in_order() {
+    let spec = WindowSpec::Sliding {
+        size_ms: 10,
+        slide_ms: 5,
+    };
+    let events = [
+        ("k", 3, ""),
+        ("k", 7, ""),
+        ("k", 12, ""),
+        ("j", 12, ""),
+        ("k", 13, ""),
+    ];
+    let mut op = operator(spec, 0, Box::new(CountSlices));
+    let r = run(&mut op, &events, 2, 0);
+    assert_eq!(
+        r.results,
+        [
+            "k@-5..5=1",
+            "k@0..10=1+1",
+            "j@5..15=1",
+            "k@5..15=1+2",
+            "j@10..20=1",
+            "k@10..20=2"
+        ]
+    );
+    // The same windows and totals as assembling them with `merge`.
+    let mut merged = operator(spec, 0, Box::new(Count));
+    let totals: Vec<String> = r
+        .results
+        .iter()
+        .map(|row| {
+            let (head, counts) = row.split_once('=').unwrap();
+            let total: u64 = counts.split('+').map(|c| c.parse::<u64>().unwrap()).sum();
+            format!("{head}={total}")
+        })
+        .collect();
+    assert_eq!(run(&mut merged, &events, 2, 0).results, totals);
+}
+
 #[test]
 fn sliding_windows_count_each_event_in_every_window() {
     let spec = WindowSpec::Sliding {
