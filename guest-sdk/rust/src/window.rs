@@ -45,7 +45,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::batch::Batch;
-use crate::batch::window::{FiredWindows, Slots, SlotsWriter};
+use crate::batch::window::{FiredWindow, FiredWindows, Slots, SlotsWriter};
 use crate::{BatchError, Config, Error, Event, JsonObject, Output};
 
 /// A window that fires: its key and bounds.
@@ -322,16 +322,27 @@ pub fn run_result<A: Aggregate>(
     for (index, w) in fired.iter().enumerate() {
         let index = u32::try_from(index).unwrap_or(u32::MAX);
         let acc: A::Acc = decode(Some(w.payload))?;
-        let window = Window {
-            start: w.start,
-            end: w.end,
-            key: w.key,
-        };
-        aggregate
-            .result(&window, acc, out)
-            .map_err(|e| batch_error(e.to_string(), Some(index)))?;
+        emit_result(aggregate, &w, acc, index, out)?;
     }
     Ok(())
+}
+
+/// [`Aggregate::result`] of fired window `w` (number `index` of its call).
+fn emit_result<A: Aggregate>(
+    aggregate: &mut A,
+    w: &FiredWindow<'_>,
+    acc: A::Acc,
+    index: u32,
+    out: &mut Output,
+) -> Result<(), BatchError> {
+    let window = Window {
+        start: w.start,
+        end: w.end,
+        key: w.key,
+    };
+    aggregate
+        .result(&window, acc, out)
+        .map_err(|e| batch_error(e.to_string(), Some(index)))
 }
 
 /// What the component's `get-result-of-slices` does: each window's slice
@@ -363,14 +374,7 @@ pub fn run_result_of_slices<A: Aggregate>(
         for slice in slices {
             aggregate.merge(&mut acc, decode(Some(slice.ok_or_else(empty)?))?);
         }
-        let window = Window {
-            start: w.start,
-            end: w.end,
-            key: w.key,
-        };
-        aggregate
-            .result(&window, acc, out)
-            .map_err(|e| batch_error(e.to_string(), Some(index)))?;
+        emit_result(aggregate, &w, acc, index, out)?;
     }
     Ok(())
 }

@@ -815,11 +815,9 @@ impl WindowOperator {
                     prefetch_ahead(index).for_each(|ahead| prefetch(cache, ahead));
                 }
                 let hash = hashes.get(index).copied().flatten();
-                for slice in slicing.slices(window) {
-                    if let Some(bytes) = self.load_hashed(key.as_deref(), &slice, hash)? {
-                        slots.push(Some(bytes));
-                    }
-                }
+                self.read_slices(slicing, key.as_deref(), window, hash, |state| {
+                    slots.push(Some(state));
+                })?;
                 if !slots.is_empty() {
                     fired.push(window.start, window.end, key.as_deref(), slots.bytes());
                     slots.clear();
@@ -846,11 +844,9 @@ impl WindowOperator {
                 prefetch_ahead(index).for_each(|ahead| prefetch(cache, ahead));
             }
             let hash = hashes.get(index).copied().flatten();
-            for slice in slicing.slices(window) {
-                if let Some(bytes) = self.load_hashed(key.as_deref(), &slice, hash)? {
-                    states.push_state(bytes);
-                }
-            }
+            self.read_slices(slicing, key.as_deref(), window, hash, |state| {
+                states.push_state(state);
+            })?;
             states.end_window();
             heads.push((key, *window));
             let last = index + 1 == windows.len();
@@ -868,6 +864,24 @@ impl WindowOperator {
             }
         }
         Ok(outputs)
+    }
+
+    /// Hands the stored state of each slice of `key`'s `window` to
+    /// `push`, earliest first (`hash`: the key's in the cache).
+    fn read_slices(
+        &mut self,
+        slicing: Slicing,
+        key: Option<&[u8]>,
+        window: &Window,
+        hash: Option<KeyHash>,
+        mut push: impl FnMut(&[u8]),
+    ) -> Result<(), WindowError> {
+        for slice in slicing.slices(window) {
+            if let Some(state) = self.load_hashed(key, &slice, hash)? {
+                push(state);
+            }
+        }
+        Ok(())
     }
 
     fn fire_chunk(&mut self, fired: FiredWriter) -> Result<Vec<u8>, WindowError> {
