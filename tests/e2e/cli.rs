@@ -37,6 +37,21 @@ fn weir_inspect_shows_world_version_size_and_digest() {
         "{}",
         out.stdout
     );
+    // An SDK aggregate also exports the optional one-call firing of
+    // sliding windows.
+    let aggregate = ran(weir()
+        .arg("inspect")
+        .arg(plugin("window_count.wasm"))
+        .output()
+        .unwrap());
+    assert!(
+        aggregate.stdout.contains("world     aggregate-operator")
+            && aggregate
+                .stdout
+                .contains("weir:operator/aggregate-slices@0.1.2"),
+        "{}",
+        aggregate.stdout
+    );
     let size = std::fs::metadata(&path).unwrap().len();
     assert!(
         out.stdout.contains(&format!("size      {size} bytes")),

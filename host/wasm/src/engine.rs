@@ -255,10 +255,17 @@ impl WasmEngine {
             }
             World::Aggregate => {
                 // Optional (contract 0.1.2): without it, sliding windows
-                // are fired through `merge` and `get-result`.
+                // are fired through `merge` and `get-result`. With it, it
+                // must link like any export.
+                let slices = format!("{EXPORT_PREFIX}aggregate-slices@");
+                let sliced = if info.exports.iter().any(|e| e.starts_with(&slices)) {
+                    Some(sliced::SlicedAggregateOperatorIndices::new(&linked).map_err(link)?)
+                } else {
+                    None
+                };
                 Pre::Aggregate {
                     aggregate: aggregate::AggregateOperatorIndices::new(&linked).map_err(link)?,
-                    sliced: sliced::SlicedAggregateOperatorIndices::new(&linked).ok(),
+                    sliced,
                     pre: linked,
                 }
             }
