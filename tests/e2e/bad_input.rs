@@ -105,6 +105,33 @@ fn a_component_of_another_contract_version_names_both_versions() {
 }
 
 #[test]
+fn an_aggregate_slices_export_of_the_wrong_shape_fails_its_operator_at_start() {
+    let pipeline = format!(
+        "{}\n[late_data]\ntype = \"stderr\"\n",
+        one_operator(
+            "bad_slices.wasm",
+            "key_by = \"k\"\nwindow = { type = \"sliding\", size_ms = 10, slide_ms = 5 }",
+        )
+        .replace(
+            "path = \"input.jsonl\"",
+            "path = \"input.jsonl\"\ntime_field = \"ts\""
+        )
+    );
+    let case = Case::new(&pipeline, "{\"k\":\"a\",\"ts\":1}\n");
+    let out = case.run();
+    assert!(!out.ok);
+    assert!(
+        out.stderr.contains("operator `op` failed to start")
+            && out
+                .stderr
+                .contains("its `aggregate-slices` export does not match the contract")
+            && out.stderr.contains("expected `result` found `list`"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
 fn an_unknown_key_in_the_pipeline_file_names_its_line() {
     let pipeline = one_operator("enrich.wasm", "timeout = 5");
     let case = Case::new(&pipeline, FOUR_LINES);

@@ -60,6 +60,37 @@ fn in_one_phase(dir: &tempfile::TempDir) {
 }
 
 #[test]
+fn a_sliding_aggregate_without_aggregate_slices_fires_through_merge_to_the_same_results() {
+    // The fixture exports `aggregate` only, as an SDK without the
+    // optional one-call firing builds it…
+    let inspected = ran(weir()
+        .arg("inspect")
+        .arg(plugin("merge_only.wasm"))
+        .output()
+        .unwrap());
+    assert!(
+        inspected.ok && !inspected.stdout.contains("aggregate-slices"),
+        "{}{}",
+        inspected.stdout,
+        inspected.stderr
+    );
+    // …and gives q5's golden results in place of `window-count`.
+    let dir = at_parallelism("nexmark-q5", 1);
+    let path = dir.path().join("pipeline.toml");
+    let pipeline = std::fs::read_to_string(&path).unwrap();
+    assert!(pipeline.contains("/window_count.wasm"));
+    std::fs::write(
+        &path,
+        pipeline.replace("/window_count.wasm", "/merge_only.wasm"),
+    )
+    .unwrap();
+    let out = ran(weir().args(["run", "--quiet"]).arg(&path).output().unwrap());
+    assert!(out.ok, "{}", out.stderr);
+    let expected = std::fs::read_to_string(golden("nexmark-q5").join("expected.jsonl")).unwrap();
+    assert_eq!(out.stdout, expected);
+}
+
+#[test]
 fn keyed_results_are_the_same_at_parallelism_1_2_and_4() {
     for case in ["dashboard", "nexmark-q5", "sessions", "fraud"] {
         let expected = std::fs::read_to_string(golden(case).join("expected.jsonl")).unwrap();

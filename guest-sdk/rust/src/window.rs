@@ -309,22 +309,27 @@ pub fn run_merge<A: Aggregate>(
     Ok(out.finish())
 }
 
-/// What the component's `result` does.
-///
-/// # Errors
-/// Malformed buffers, or the first window `aggregate` failed on.
-pub fn run_result<A: Aggregate>(
-    aggregate: &mut A,
-    windows: &[u8],
-    out: &mut Output,
+/// Calls `each` with every fired window in `windows` and its number in
+/// the call (which an error of that window names).
+fn each_fired<'a>(
+    windows: &'a [u8],
+    mut each: impl FnMut(u32, FiredWindow<'a>) -> Result<(), BatchError>,
 ) -> Result<(), BatchError> {
     let fired = FiredWindows::new(windows).map_err(|e| batch_error(e.to_string(), None))?;
     for (index, w) in fired.iter().enumerate() {
-        let index = u32::try_from(index).unwrap_or(u32::MAX);
-        let acc: A::Acc = decode(Some(w.payload))?;
-        emit_result(aggregate, &w, acc, index, out)?;
+        each(u32::try_from(index).unwrap_or(u32::MAX), w)?;
     }
     Ok(())
+}
+
+impl<'a> From<&FiredWindow<'a>> for Window<'a> {
+    fn from(w: &FiredWindow<'a>) -> Self {
+        Window {
+            start: w.start,
+            end: w.end,
+            key: w.key,
+        }
+    }
 }
 
 /// [`Aggregate::result`] of fired window `w` (number `index` of its call).
@@ -335,14 +340,24 @@ fn emit_result<A: Aggregate>(
     index: u32,
     out: &mut Output,
 ) -> Result<(), BatchError> {
-    let window = Window {
-        start: w.start,
-        end: w.end,
-        key: w.key,
-    };
     aggregate
-        .result(&window, acc, out)
+        .result(&Window::from(w), acc, out)
         .map_err(|e| batch_error(e.to_string(), Some(index)))
+}
+
+/// What the component's `result` does.
+///
+/// # Errors
+/// Malformed buffers, or the first window `aggregate` failed on.
+pub fn run_result<A: Aggregate>(
+    aggregate: &mut A,
+    windows: &[u8],
+    out: &mut Output,
+) -> Result<(), BatchError> {
+    each_fired(windows, |index, w| {
+        let acc: A::Acc = decode(Some(w.payload))?;
+        emit_result(aggregate, &w, acc, index, out)
+    })
 }
 
 /// What the component's `get-result-of-slices` does: each window's slice
@@ -357,9 +372,7 @@ pub fn run_result_of_slices<A: Aggregate>(
     windows: &[u8],
     out: &mut Output,
 ) -> Result<(), BatchError> {
-    let fired = FiredWindows::new(windows).map_err(|e| batch_error(e.to_string(), None))?;
-    for (index, w) in fired.iter().enumerate() {
-        let index = u32::try_from(index).unwrap_or(u32::MAX);
+    each_fired(windows, |index, w| {
         let bad = |what: String| batch_error(what, Some(index));
         let mut slices = Slots::new(w.payload)
             .map_err(|e| bad(format!("a window's slices: {e}")))?
@@ -374,9 +387,8 @@ pub fn run_result_of_slices<A: Aggregate>(
         for slice in slices {
             aggregate.merge(&mut acc, decode(Some(slice.ok_or_else(empty)?))?);
         }
-        emit_result(aggregate, &w, acc, index, out)?;
-    }
-    Ok(())
+        emit_result(aggregate, &w, acc, index, out)
+    })
 }
 
 /// What the component's `process` does for a whole-window function.
@@ -388,25 +400,17 @@ pub fn run_windows<F: WindowFunction>(
     windows: &[u8],
     out: &mut Output,
 ) -> Result<(), BatchError> {
-    let fired = FiredWindows::new(windows).map_err(|e| batch_error(e.to_string(), None))?;
-    for (index, w) in fired.iter().enumerate() {
-        let index = u32::try_from(index).unwrap_or(u32::MAX);
+    each_fired(windows, |index, w| {
         let batch = Batch::new(w.payload).map_err(|e| batch_error(e.to_string(), Some(index)))?;
         let events: Vec<Event<'_>> = batch
             .iter()
             .enumerate()
             .map(|(i, e)| Event::new(e, u32::try_from(i).unwrap_or(u32::MAX)))
             .collect();
-        let window = Window {
-            start: w.start,
-            end: w.end,
-            key: w.key,
-        };
         function
-            .process(&window, &events, out)
-            .map_err(|e| batch_error(e.to_string(), Some(index)))?;
-    }
-    Ok(())
+            .process(&Window::from(&w), &events, out)
+            .map_err(|e| batch_error(e.to_string(), Some(index)))
+    })
 }
 
 #[cfg(test)]

@@ -256,7 +256,8 @@ impl WasmEngine {
             World::Aggregate => {
                 // Optional (contract 0.1.2): without it, sliding windows
                 // are fired through `merge` and `get-result`. With it, it
-                // must link like any export.
+                // must have every function (checked here) of the right
+                // types (checked when an instance starts).
                 let slices = format!("{EXPORT_PREFIX}aggregate-slices@");
                 let sliced = if info.exports.iter().any(|e| e.starts_with(&slices)) {
                     Some(sliced::SlicedAggregateOperatorIndices::new(&linked).map_err(link)?)

@@ -222,11 +222,17 @@ impl WasmOperator {
             } => {
                 let instance = pre.instantiate(&mut store).map_err(cannot)?;
                 let aggregate = aggregate.load(&mut store, &instance).map_err(cannot)?;
+                // Its functions' types are checked here, not at load.
                 let sliced = sliced
                     .as_ref()
                     .map(|indices| indices.load(&mut store, &instance))
                     .transpose()
-                    .map_err(cannot)?;
+                    .map_err(|e| {
+                        format!(
+                            "cannot instantiate: its `aggregate-slices` export does not match \
+                             the contract: {e:#}"
+                        )
+                    })?;
                 Bindings::Aggregate(aggregate, sliced)
             }
             Pre::Window(pre) => Bindings::Window(pre.instantiate(&mut store).map_err(cannot)?),

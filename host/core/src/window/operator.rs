@@ -9,7 +9,9 @@
 //! failing guest never leaves a batch half applied. Per watermark it fires
 //! the windows whose end has passed, in (end, key, start) order, so the
 //! output does not depend on arrival order or parallelism; a sliding window
-//! is assembled from its slices then, with the function's `merge`.
+//! is assembled from its slices then, by the function itself when it
+//! [`fires_slices`](super::WindowFunction::fires_slices), else with rounds
+//! of its `merge`.
 //!
 //! Aggregates over tumbling and sliding windows keep the open slices'
 //! accumulators in a cache of per-slice tables (`slices.rs`) that reaches
