@@ -84,8 +84,12 @@ impl Entry {
     /// Sets the accumulator; returns how many bytes the entry grew by
     /// (its [`Entry::size`] after minus before).
     fn set_acc(&mut self, acc: &[u8], dirty: bool) -> isize {
-        self.dirty = dirty;
+        // `key_len` is read before `dirty`, beside it, is written. The
+        // other way round, the compiler read both as one word, and that
+        // read waited for the one-byte write to reach the cache: q5 ran
+        // 7 % slower.
         let at = self.key_bytes();
+        self.dirty = dirty;
         if self.data.len() - at == acc.len() {
             // The usual update: same size, in place.
             copy_short(&mut self.data[at..], acc);
