@@ -45,7 +45,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::batch::Batch;
-use crate::batch::window::{FiredWindow, FiredWindows, Slots, SlotsWriter};
+use crate::batch::window::{FiredWindow, FiredWindows, Slots, SlotsWriter, read_slots};
 use crate::{BatchError, Config, Error, Event, JsonObject, Output};
 
 /// A window that fires: its key and bounds.
@@ -245,10 +245,23 @@ pub fn run_add<A: Aggregate>(
     events: &[u8],
     assignments: &[u32],
 ) -> Result<Vec<u8>, BatchError> {
-    let slots = Slots::new(accumulators).map_err(|e| batch_error(e.to_string(), None))?;
-    let mut accs: Vec<A::Acc> = Vec::with_capacity(slots.len());
-    for slot in slots.iter() {
-        accs.push(decode(slot)?);
+    // One pass over the slots, decoding as they are checked.
+    // Room for the count the buffer starts with (each slot takes 4 bytes
+    // at least, which bounds a wrong count).
+    let count = accumulators
+        .first_chunk()
+        .map_or(0, |count| u32::from_le_bytes(*count) as usize);
+    let mut accs: Vec<A::Acc> = Vec::with_capacity(count.min(accumulators.len() / 4));
+    let mut bad = None;
+    read_slots(accumulators, |slot| match decode(slot) {
+        Ok(acc) => accs.push(acc),
+        Err(e) => {
+            bad.get_or_insert(e);
+        }
+    })
+    .map_err(|e| batch_error(e.to_string(), None))?;
+    if let Some(e) = bad {
+        return Err(e);
     }
     let mut pairs = assignments.chunks_exact(2);
     let mut next = pairs.next();
@@ -517,6 +530,23 @@ mod tests {
         let failing = events(&["1", "0", "0"]);
         let e = run_add(&mut Sum, &empty(), &failing, &[0, 0, 1, 0, 2, 0]).unwrap_err();
         assert_eq!((e.event_index, e.message.as_str()), (Some(1), "zero"));
+    }
+
+    #[test]
+    fn add_rejects_accumulators_it_cannot_read() {
+        let batch = events(&["1"]);
+        let mut good = SlotsWriter::new();
+        good.push(None);
+        let good = good.finish();
+        let truncated = run_add(&mut Sum, &good[..6], &batch, &[0, 0]).unwrap_err();
+        assert!(truncated.message.contains("truncated"), "{truncated:?}");
+        // A varint that never ends is no u64; the slot after it is read
+        // too, and the first problem is the one named.
+        let mut bad = SlotsWriter::new();
+        bad.push(Some(&[0xFF; 11]));
+        bad.push(None);
+        let e = run_add(&mut Sum, &bad.finish(), &batch, &[0, 0]).unwrap_err();
+        assert!(e.message.contains("cannot decode an accumulator"), "{e:?}");
     }
 
     fn slices(accs: &[Option<u64>]) -> Vec<u8> {

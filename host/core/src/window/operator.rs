@@ -1317,7 +1317,7 @@ pub(super) fn returned<'a>(
 ) -> Result<Slots<'a>, WindowError> {
     Slots::new(bytes)
         .ok()
-        .filter(|s| s.len() == count && s.iter().all(|acc| acc.is_some()))
+        .filter(|s| s.len() == count && s.empty_slots() == 0)
         .ok_or_else(|| {
             bad_output(format!(
                 "`{call}` must return {count} accumulators in the slots format, none empty"
