@@ -86,6 +86,107 @@ fn prefetch_ahead(index: usize) -> RangeInclusive<usize> {
     if index == 0 { 0..=ahead } else { ahead..=ahead }
 }
 
+/// Gives each event of a batch the key it is grouped by (see
+/// [`EventKeys`]).
+struct Keying<'k, I> {
+    keys: EventKeys<'k>,
+    /// The keys beside the batch, not yet given out.
+    beside: Option<I>,
+    /// Where keys that had to be unescaped are kept.
+    unescaped: &'k bumpalo::Bump,
+    /// The first event `key_by` found no key in.
+    failed: Option<WindowError>,
+    /// An event came after the keys beside the batch ran out.
+    short_of_keys: bool,
+}
+
+impl<'k, I: Iterator<Item = &'k [u8]>> Keying<'k, I> {
+    /// `event` (number `index` of its batch) with its key; `None` when it
+    /// has none, and the batch fails.
+    #[inline(always)]
+    fn key(&mut self, index: usize, mut event: EventRef<'k>) -> Option<EventRef<'k>> {
+        match self.keys {
+            EventKeys::InEvents => {}
+            EventKeys::Beside(_) => {
+                event.key = self.beside.as_mut().and_then(Iterator::next);
+                self.short_of_keys |= event.key.is_none();
+                event.key?;
+            }
+            EventKeys::Select(selector) => match selector.key(event.key, event.value) {
+                Ok(Cow::Borrowed(key)) => event.key = Some(key),
+                Ok(Cow::Owned(key)) => event.key = Some(self.unescaped.alloc_slice_copy(&key)),
+                Err(message) => {
+                    self.failed.get_or_insert(WindowError::Key {
+                        index,
+                        key_by: selector.to_string(),
+                        message,
+                    });
+                    return None;
+                }
+            },
+        }
+        Some(event)
+    }
+
+    /// Whether the keys beside the batch were not one per event.
+    fn mismatched(self) -> bool {
+        self.short_of_keys || self.beside.is_some_and(|mut rest| rest.next().is_some())
+    }
+}
+
+/// A batch's (key, slice or session) groups, and each event's group.
+struct Groups<'k> {
+    /// Group numbers by hash.
+    index_of: HashTable<u32>,
+    list: Vec<(Option<&'k [u8]>, Window)>,
+    hashes: Vec<u64>,
+    /// With a slice cache, each key's hash for it (hashed once, for
+    /// grouping and for the cache).
+    key_hashes: Vec<Option<KeyHash>>,
+    /// Pairs (event number, group number), in event order.
+    assignments: Vec<u32>,
+}
+
+impl<'k> Groups<'k> {
+    fn with_capacity(events: usize) -> Self {
+        Groups {
+            index_of: HashTable::with_capacity(events),
+            list: Vec::with_capacity(events),
+            hashes: Vec::with_capacity(events),
+            key_hashes: Vec::with_capacity(events),
+            assignments: Vec::with_capacity(events * 2),
+        }
+    }
+
+    /// Puts event `index` of `key` in `unit`'s group.
+    #[inline(always)]
+    fn add(&mut self, operator: &WindowOperator, index: u32, key: Option<&'k [u8]>, unit: Window) {
+        let key_hash = operator.cache.as_ref().and_then(|cache| cache.hash(key));
+        let hash = match key_hash {
+            Some(key_hash) => key_hash.with(&unit),
+            None => operator.group_hasher.hash_one((key, unit)),
+        };
+        let list = &mut self.list;
+        let group = match self.index_of.find(hash, |g| {
+            let (k, window) = list[*g as usize];
+            window == unit && same_key(k, key)
+        }) {
+            Some(group) => *group,
+            None => {
+                let group = list.len() as u32;
+                list.push((key, unit));
+                self.hashes.push(hash);
+                self.key_hashes.push(key_hash);
+                let hashes = &self.hashes;
+                self.index_of
+                    .insert_unique(hash, group, |g| hashes[*g as usize]);
+                group
+            }
+        };
+        self.assignments.extend_from_slice(&[index, group]);
+    }
+}
+
 /// What a batch's group had before the batch: nothing, a state in the
 /// store, or one in the slice cache (and where).
 #[derive(Debug, Clone, Copy)]
@@ -339,112 +440,101 @@ impl WindowOperator {
         out: WindowOutput<'_>,
     ) -> Result<(), WindowError> {
         let count = event_count(bytes);
-        // Keys selected here, declared before the events that point into
-        // them.
-        let mut selected: Vec<Cow<'_, [u8]>> = Vec::new();
-        let mut events: Vec<EventRef<'_>> = Vec::with_capacity(count);
-        let read = match keys {
-            EventKeys::Select(selector) => {
-                selected.reserve(count);
-                let mut failed = None;
-                let read = weir_batch::read_events(bytes, |e| {
-                    if failed.is_none() {
-                        match selector.key(e.key, e.value) {
-                            Ok(key) => selected.push(key),
-                            Err(message) => {
-                                failed = Some(WindowError::Key {
-                                    index: events.len(),
-                                    key_by: selector.to_string(),
-                                    message,
-                                });
-                            }
-                        }
-                    }
-                    events.push(e);
-                });
-                if let Some(error) = failed {
-                    return Err(error);
-                }
-                read
-            }
-            _ => weir_batch::read_events(bytes, |e| events.push(e)),
+        let late_mark = out.late.mark();
+        let mut groups = Groups::with_capacity(count);
+        // Keys `key_by` had to unescape (a JSON string with escapes): the
+        // groups point into them.
+        let unescaped = bumpalo::Bump::new();
+        let mut keying = Keying {
+            keys,
+            beside: match keys {
+                EventKeys::Beside(beside) => Some(beside.iter()),
+                _ => None,
+            },
+            unescaped: &unescaped,
+            failed: None,
+            short_of_keys: false,
         };
-        read.map_err(|e| bad_input(self.name(), &e))?;
-        match keys {
-            EventKeys::InEvents => {}
-            EventKeys::Select(_) => {
-                for (event, key) in events.iter_mut().zip(&selected) {
-                    event.key = Some(key);
-                }
-            }
-            EventKeys::Beside(beside) => {
-                if beside.len() != events.len() {
-                    let problem = format!(
-                        "{} events but {} keys beside them",
-                        events.len(),
-                        beside.len()
-                    );
-                    return Err(bad_input(self.name(), &problem));
-                }
-                for (event, key) in events.iter_mut().zip(beside.iter()) {
-                    event.key = Some(key);
-                }
-            }
-        }
-        // Sessions (the spec without slices) merge first.
-        let session_windows = match self.slicing {
-            None => Some(self.merge_sessions(&events, out.late)?),
-            Some(_) => None,
-        };
-
-        // Group (key, slice or session) pairs; remember each event's pair.
-        // With a cache, each event's key is hashed once, for grouping and
-        // for the cache.
-        let mut index_of: HashTable<u32> = HashTable::with_capacity(events.len());
-        let mut group_list: Vec<(Option<&[u8]>, Window)> = Vec::with_capacity(events.len());
-        let mut group_hashes: Vec<u64> = Vec::with_capacity(events.len());
-        let mut key_hashes: Vec<Option<KeyHash>> = Vec::with_capacity(events.len());
-        let mut assignments: Vec<u32> = Vec::with_capacity(events.len() * 2);
+        // With slices and an aggregate, each event is grouped as it is
+        // read: the batch is walked once, and its events are not kept.
+        // Sessions merge over the whole batch first, and a whole-window
+        // function keeps the events.
+        let fused = self.slicing.is_some() && self.function.kind() == FunctionKind::Aggregate;
+        let mut events: Vec<EventRef<'_>> = Vec::new();
+        let mut index = 0;
         let mut last_slice = Window::new(0, 0);
-        for (index, event) in events.iter().enumerate() {
-            let unit = match self.slicing {
-                Some(slicing) => {
-                    let slice = slicing.slice_near(event.timestamp, last_slice);
+        let read = match self.slicing {
+            Some(slicing) if fused => weir_batch::read_events(bytes, |e| {
+                if let Some(e) = keying.key(index, e) {
+                    let slice = slicing.slice_near(e.timestamp, last_slice);
                     last_slice = slice;
                     if self.is_late(&slicing.last_window(&slice)) {
-                        out.late.push_event(event);
-                        continue;
+                        out.late.push_event(&e);
+                    } else {
+                        groups.add(self, index as u32, e.key, slice);
                     }
-                    slice
                 }
-                // Sessions: each event's merged session; the late ones
-                // already went to `late`.
-                None => match session_windows.as_ref().and_then(|finals| finals[index]) {
-                    Some(session) => session,
-                    None => continue,
-                },
-            };
-            let key_hash = self.cache.as_ref().and_then(|cache| cache.hash(event.key));
-            let hash = match key_hash {
-                Some(key_hash) => key_hash.with(&unit),
-                None => self.group_hasher.hash_one((event.key, unit)),
-            };
-            let group = match index_of.find(hash, |g| {
-                let (key, window) = group_list[*g as usize];
-                window == unit && same_key(key, event.key)
-            }) {
-                Some(group) => *group,
-                None => {
-                    let group = group_list.len() as u32;
-                    group_list.push((event.key, unit));
-                    group_hashes.push(hash);
-                    key_hashes.push(key_hash);
-                    index_of.insert_unique(hash, group, |g| group_hashes[*g as usize]);
-                    group
-                }
-            };
-            assignments.extend_from_slice(&[index as u32, group]);
+                index += 1;
+            }),
+            _ => {
+                events.reserve(count);
+                weir_batch::read_events(bytes, |e| {
+                    if let Some(e) = keying.key(index, e) {
+                        events.push(e);
+                    }
+                    index += 1;
+                })
+            }
+        };
+        let key_failure = keying.failed.take();
+        let mismatched = keying.mismatched();
+        let failed = match (read, keys) {
+            (Err(e), _) => Some(bad_input(self.name(), &e)),
+            (Ok(_), _) if key_failure.is_some() => key_failure,
+            (Ok(_), EventKeys::Beside(beside)) if mismatched => {
+                let problem = format!("{count} events but {} keys beside them", beside.len());
+                Some(bad_input(self.name(), &problem))
+            }
+            (Ok(_), _) => None,
+        };
+        if let Some(error) = failed {
+            // Nothing of a batch that fails is sent on.
+            out.late.undo_to(late_mark);
+            return Err(error);
         }
+        if !fused {
+            // Sessions (the spec without slices) merge first.
+            let session_windows = match self.slicing {
+                None => Some(self.merge_sessions(&events, out.late)?),
+                Some(_) => None,
+            };
+            for (index, event) in events.iter().enumerate() {
+                let unit = match self.slicing {
+                    Some(slicing) => {
+                        let slice = slicing.slice_near(event.timestamp, last_slice);
+                        last_slice = slice;
+                        if self.is_late(&slicing.last_window(&slice)) {
+                            out.late.push_event(event);
+                            continue;
+                        }
+                        slice
+                    }
+                    // Sessions: each event's merged session; the late ones
+                    // already went to `late`.
+                    None => match session_windows.as_ref().and_then(|finals| finals[index]) {
+                        Some(session) => session,
+                        None => continue,
+                    },
+                };
+                groups.add(self, index as u32, event.key, unit);
+            }
+        }
+        let Groups {
+            list: group_list,
+            key_hashes,
+            assignments,
+            ..
+        } = groups;
         if group_list.is_empty() {
             return Ok(());
         }

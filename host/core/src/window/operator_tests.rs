@@ -316,6 +316,95 @@ fn keys_in_the_events_beside_them_or_selected_here_group_alike() {
     }
 }
 
+/// A batch of `(timestamp, value)` events without keys.
+fn unkeyed(rows: &[(i64, &str)]) -> Vec<u8> {
+    let mut writer = BatchWriter::new();
+    for (ts, value) in rows {
+        writer.push(*ts, None, value.as_bytes(), &[]);
+    }
+    writer.finish()
+}
+
+#[test]
+fn a_batch_that_fails_on_a_key_sends_none_of_its_late_events() {
+    let select = KeySelector::parse("page");
+    for spec in [
+        WindowSpec::Tumbling { size_ms: 10 },
+        WindowSpec::Session { gap_ms: 5 },
+    ] {
+        let mut op = operator(spec, 0, Box::new(Count));
+        op.advance(25).unwrap();
+        // Late, then fine, then without the field.
+        let batch = unkeyed(&[
+            (3, r#"{"page":"/a"}"#),
+            (30, r#"{"page":"/a"}"#),
+            (31, r#"{"user":"u"}"#),
+        ]);
+        let (mut results, mut late) = (Vec::new(), BatchWriter::new());
+        let out = WindowOutput {
+            results: &mut results,
+            late: &mut late,
+        };
+        let failed = op.process(&batch, EventKeys::Select(&select), out);
+        assert!(
+            matches!(failed, Err(WindowError::Key { index: 2, .. })),
+            "{failed:?}"
+        );
+        assert!(late.is_empty(), "{spec:?}");
+        assert!(fired_at(&mut op, END_OF_TIME).is_empty(), "{spec:?}");
+    }
+}
+
+#[test]
+fn keys_beside_a_batch_must_be_one_per_event() {
+    let batch = unkeyed(&[(1, "{}"), (2, "{}")]);
+    for given in [1, 3] {
+        let mut op = operator(WindowSpec::Tumbling { size_ms: 10 }, 0, Box::new(Count));
+        let mut keys = BatchKeys::default();
+        (0..given).for_each(|_| keys.push(b"/a"));
+        let (mut results, mut late) = (Vec::new(), BatchWriter::new());
+        let out = WindowOutput {
+            results: &mut results,
+            late: &mut late,
+        };
+        let e = op
+            .process(&batch, EventKeys::Beside(&keys), out)
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains(&format!("2 events but {given} keys beside them")),
+            "{e}"
+        );
+        assert!(fired_at(&mut op, END_OF_TIME).is_empty());
+    }
+}
+
+#[test]
+fn a_key_written_with_escapes_is_the_same_key_as_without() {
+    // `key_by` unescapes JSON strings: `"\/a"` is `/a`. The unescaped key
+    // is kept for the batch, and both events count in one group.
+    for spec in [
+        WindowSpec::Tumbling { size_ms: 10 },
+        WindowSpec::Session { gap_ms: 5 },
+    ] {
+        let mut op = operator(spec, 0, Box::new(Count));
+        let batch = unkeyed(&[(1, r#"{"page":"\/a"}"#), (2, r#"{"page":"/a"}"#)]);
+        let select = KeySelector::parse("page");
+        let (mut results, mut late) = (Vec::new(), BatchWriter::new());
+        let out = WindowOutput {
+            results: &mut results,
+            late: &mut late,
+        };
+        op.process(&batch, EventKeys::Select(&select), out).unwrap();
+        let fired = fired_at(&mut op, END_OF_TIME);
+        assert_eq!(fired.len(), 1, "{spec:?}: {fired:?}");
+        assert!(
+            fired[0].starts_with("/a@") && fired[0].ends_with("=2"),
+            "{fired:?}"
+        );
+    }
+}
+
 #[test]
 fn an_event_without_the_selected_key_is_an_error_naming_it() {
     let mut op = operator(WindowSpec::Tumbling { size_ms: 10 }, 0, Box::new(Count));
