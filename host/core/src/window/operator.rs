@@ -440,8 +440,11 @@ impl WindowOperator {
         out: WindowOutput<'_>,
     ) -> Result<(), WindowError> {
         let count = event_count(bytes);
+        // Room for the events the buffer can hold, whatever count it
+        // claims (a malformed one fails as it is read).
+        let room = count.min(bytes.len() / weir_batch::EVENT_HEADER_LEN);
         let late_mark = out.late.mark();
-        let mut groups = Groups::with_capacity(count);
+        let mut groups = Groups::with_capacity(room);
         // Keys `key_by` had to unescape (a JSON string with escapes): the
         // groups point into them.
         let unescaped = bumpalo::Bump::new();
@@ -477,7 +480,7 @@ impl WindowOperator {
                 index += 1;
             }),
             _ => {
-                events.reserve(count);
+                events.reserve(room);
                 weir_batch::read_events(bytes, |e| {
                     if let Some(e) = keying.key(index, e) {
                         events.push(e);

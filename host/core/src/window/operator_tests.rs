@@ -356,6 +356,28 @@ fn a_batch_that_fails_on_a_key_sends_none_of_its_late_events() {
 }
 
 #[test]
+fn a_batch_claiming_more_events_than_it_holds_is_an_error() {
+    let mut batch = unkeyed(&[(1, r#"{"page":"/a"}"#)]);
+    batch[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+    let select = KeySelector::parse("page");
+    for spec in [
+        WindowSpec::Tumbling { size_ms: 10 },
+        WindowSpec::Session { gap_ms: 5 },
+    ] {
+        let mut op = operator(spec, 0, Box::new(Count));
+        let (mut results, mut late) = (Vec::new(), BatchWriter::new());
+        let out = WindowOutput {
+            results: &mut results,
+            late: &mut late,
+        };
+        let e = op
+            .process(&batch, EventKeys::Select(&select), out)
+            .unwrap_err();
+        assert!(e.to_string().contains("malformed batch"), "{e}");
+    }
+}
+
+#[test]
 fn keys_beside_a_batch_must_be_one_per_event() {
     let batch = unkeyed(&[(1, "{}"), (2, "{}")]);
     for given in [1, 3] {
