@@ -245,13 +245,13 @@ pub fn run_add<A: Aggregate>(
     events: &[u8],
     assignments: &[u32],
 ) -> Result<Vec<u8>, BatchError> {
-    // One pass over the slots, decoding as they are checked.
     // Room for the count the buffer starts with (each slot takes 4 bytes
     // at least, which bounds a wrong count).
     let count = accumulators
         .first_chunk()
         .map_or(0, |count| u32::from_le_bytes(*count) as usize);
     let mut accs: Vec<A::Acc> = Vec::with_capacity(count.min(accumulators.len() / 4));
+    // One pass over the slots, decoding as they are checked.
     let mut bad = None;
     read_slots(accumulators, |slot| match decode(slot) {
         Ok(acc) => accs.push(acc),
@@ -540,8 +540,7 @@ mod tests {
         let good = good.finish();
         let truncated = run_add(&mut Sum, &good[..6], &batch, &[0, 0]).unwrap_err();
         assert!(truncated.message.contains("truncated"), "{truncated:?}");
-        // A varint that never ends is no u64; the slot after it is read
-        // too, and the first problem is the one named.
+        // A varint that never ends is no u64.
         let mut bad = SlotsWriter::new();
         bad.push(Some(&[0xFF; 11]));
         bad.push(None);
