@@ -501,7 +501,8 @@ impl WindowOperator {
             (Ok(_), _) => None,
         };
         if let Some(error) = failed {
-            // Nothing of a batch that fails is sent on.
+            // A batch that cannot be read or keyed sends none of its
+            // late events on.
             out.late.undo_to(late_mark);
             return Err(error);
         }
