@@ -417,6 +417,16 @@ impl WindowOperator {
         window.max_timestamp().saturating_add(self.lateness) <= self.watermark
     }
 
+    /// The slice of an event at `timestamp`, or `None` when the last
+    /// window holding it is late; `last` is the slice found before (a
+    /// batch's events mostly share one), and becomes this one.
+    #[inline(always)]
+    fn on_time_slice(&self, slicing: Slicing, timestamp: i64, last: &mut Window) -> Option<Window> {
+        let slice = slicing.slice_near(timestamp, *last);
+        *last = slice;
+        (!self.is_late(&slicing.last_window(&slice))).then_some(slice)
+    }
+
     fn already_fired(&self, window: &Window) -> bool {
         window.max_timestamp() <= self.watermark
     }
@@ -469,12 +479,9 @@ impl WindowOperator {
         let read = match self.slicing {
             Some(slicing) if fused => weir_batch::read_events(bytes, |e| {
                 if let Some(e) = keying.key(index, e) {
-                    let slice = slicing.slice_near(e.timestamp, last_slice);
-                    last_slice = slice;
-                    if self.is_late(&slicing.last_window(&slice)) {
-                        out.late.push_event(&e);
-                    } else {
-                        groups.add(self, index as u32, e.key, slice);
+                    match self.on_time_slice(slicing, e.timestamp, &mut last_slice) {
+                        Some(slice) => groups.add(self, index as u32, e.key, slice),
+                        None => out.late.push_event(&e),
                     }
                 }
                 index += 1;
@@ -515,13 +522,13 @@ impl WindowOperator {
             for (index, event) in events.iter().enumerate() {
                 let unit = match self.slicing {
                     Some(slicing) => {
-                        let slice = slicing.slice_near(event.timestamp, last_slice);
-                        last_slice = slice;
-                        if self.is_late(&slicing.last_window(&slice)) {
-                            out.late.push_event(event);
-                            continue;
+                        match self.on_time_slice(slicing, event.timestamp, &mut last_slice) {
+                            Some(slice) => slice,
+                            None => {
+                                out.late.push_event(event);
+                                continue;
+                            }
                         }
-                        slice
                     }
                     // Sessions: each event's merged session; the late ones
                     // already went to `late`.
